@@ -182,6 +182,25 @@ class Encoder:
             bar.close()
         return out
 
+    async def aencode(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "document",
+        normalize: bool = True,
+    ) -> np.ndarray:
+        """Like :meth:`encode`, awaited without blocking the event loop.
+
+        Example:
+            >>> import asyncio
+            >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+            >>> asyncio.run(enc.aencode(["hi"])).shape
+            (1, 384)
+        """
+        import asyncio
+
+        return await asyncio.to_thread(self.encode, texts, kind=kind, normalize=normalize)
+
     def _finish(self, vectors: torch.Tensor, normalize: bool) -> np.ndarray:
         if self.spec.normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
