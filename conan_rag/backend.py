@@ -17,6 +17,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,10 @@ from conan_rag.devices import DTYPES
 from conan_rag.errors import DOWNLOAD_HINT, ConanModelError, ConanRagError
 from conan_rag.model_files import ModelSpec
 from conan_rag.modules import Head
+from conan_rag.varlen import embed_varlen, varlen_supported
+
+if TYPE_CHECKING:
+    from conan_rag.queue import BatchQueue
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +129,24 @@ class Backend:
         self._tokenizer_lock = threading.Lock()
         names = getattr(self.tokenizer, "model_input_names", ["input_ids", "attention_mask"])
         self._wants_token_types = "token_type_ids" in names
+        # One forward at a time: the batching queue's worker, or callers that bypass it.
+        self.forward_lock = threading.Lock()
+        self._queue: BatchQueue | None = None
+        # CUDA + BERT: unpadded forward (conan_rag.varlen); "padded" elsewhere.
+        self.forward_mode = "padded"
+        if self.device.type == "cuda" and varlen_supported(self.transformer):
+            self.forward_mode = "varlen"
+
+    @property
+    def queue(self) -> BatchQueue:
+        """The batching queue (one worker thread) every encode of this backend goes through."""
+        if self._queue is None:
+            from conan_rag.queue import BatchQueue
+
+            with self.forward_lock:
+                if self._queue is None:
+                    self._queue = BatchQueue(self)
+        return self._queue
 
     # -- tokenization -------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -165,6 +188,8 @@ class Backend:
     @torch.inference_mode()
     def embed_ids(self, ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
         """Run one batch; returns un-normalized float32 sentence vectors on the CPU."""
+        if self.forward_mode == "varlen":
+            return embed_varlen(self, ids, prompt_length)
         input_ids, attention = self._tensors(ids)
         kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention}
         if self._wants_token_types:

@@ -36,6 +36,10 @@ class EncoderConfig:
         max_seq_length: truncate texts at this many tokens; ``None`` uses the model's limit.
         token_budget: most padded tokens in one batch; ``None`` picks per device.
         max_batch_size: most texts in one batch.
+        use_queue: send encodes through the backend's batching queue (one worker thread that
+            coalesces concurrent callers); ``False`` runs each call's batches directly, one
+            caller at a time.
+        batch_wait_ms: the longest a request waits in the queue for others to share its batch.
     """
 
     model: str = DEFAULT_MODEL
@@ -48,6 +52,8 @@ class EncoderConfig:
     max_seq_length: int | None = None
     token_budget: int | None = None
     max_batch_size: int = 512
+    use_queue: bool = True
+    batch_wait_ms: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("truncate_dim", "max_seq_length", "token_budget"):
@@ -57,6 +63,13 @@ class EncoderConfig:
         if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
             raise ConanConfigError(
                 f"max_batch_size must be a positive integer, not {self.max_batch_size!r}."
+            )
+        if not isinstance(self.use_queue, bool):
+            raise ConanConfigError(f"use_queue must be True or False, not {self.use_queue!r}.")
+        wait = self.batch_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 1000:
+            raise ConanConfigError(
+                f"batch_wait_ms must be a number of milliseconds in [0, 1000], not {wait!r}."
             )
 
     def to_dict(self) -> dict[str, Any]:

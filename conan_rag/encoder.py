@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from conan_rag.model_files import read_model_spec, resolve_model
 Kind = Literal["query", "document"]
 KINDS: tuple[str, ...] = ("query", "document")
 WINDOW = 8192  # texts tokenized and sorted together; bounds memory for huge inputs
+ASYNC_TEXTS = 256  # aencode hands at most this many texts to the queue's worker to tokenize
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -119,11 +121,15 @@ class Encoder:
 
     def tokenize(self, texts: Sequence[str], *, kind: Kind = "document") -> list[list[int]]:
         """Token ids exactly as :meth:`encode` feeds them to the model (prompt included)."""
+        return self.backend.tokenize(self._prepare(texts, kind), self.max_seq_length)
+
+    def _prepare(self, texts: Sequence[str], kind: str) -> list[str]:
+        """The strings the tokenizer sees: prompt prepended, lower-cased if the model asks."""
         prompt = self._prompt(kind)
         items = [prompt + t for t in _check_texts(texts)]
         if self.spec.do_lower_case:
             items = [t.lower() for t in items]
-        return self.backend.tokenize(items, self.max_seq_length)
+        return items
 
     def _prompt(self, kind: str) -> str:
         if kind not in KINDS:
@@ -168,18 +174,38 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(items), desc="Embedding", unit="text")
-        for start in range(0, len(items), WINDOW):
-            window = items[start : start + WINDOW]
-            ids = self.tokenize(window, kind=kind)
-            batches = plan_batches(
-                [len(x) for x in ids], self.backend.token_budget, self.config.max_batch_size
-            )
-            for batch, vectors in self.backend.embed_batches(ids, batches, prompt_length):
-                out[[start + i for i in batch]] = self._finish(vectors, normalize)
-                if bar is not None:
-                    bar.update(len(batch))
-        if bar is not None:
-            bar.close()
+        pending: list[tuple[int, Future[torch.Tensor]]] = []
+        try:
+            for start in range(0, len(items), WINDOW):
+                window = items[start : start + WINDOW]
+                ids = self.tokenize(window, kind=kind)
+                if self.config.use_queue:  # the worker runs it while we tokenize the next window
+                    future = self.backend.queue.submit(
+                        ids,
+                        prompt_length,
+                        wait_ms=self.config.batch_wait_ms,
+                        max_batch_size=self.config.max_batch_size,
+                        progress=None if bar is None else bar.update,
+                    )
+                    pending.append((start, future))
+                    if len(pending) > 1:
+                        first, done = pending.pop(0)
+                        out[first : first + WINDOW] = self._finish(done.result(), normalize)
+                    continue
+                batches = plan_batches(
+                    [len(x) for x in ids], self.backend.token_budget, self.config.max_batch_size
+                )
+                with self.backend.forward_lock:
+                    results = self.backend.embed_batches(ids, batches, prompt_length)
+                for batch, vectors in results:
+                    out[[start + i for i in batch]] = self._finish(vectors, normalize)
+                    if bar is not None:
+                        bar.update(len(batch))
+            for first, done in pending:
+                out[first : first + WINDOW] = self._finish(done.result(), normalize)
+        finally:
+            if bar is not None:
+                bar.close()
         return out
 
     async def aencode(
@@ -191,6 +217,11 @@ class Encoder:
     ) -> np.ndarray:
         """Like :meth:`encode`, awaited without blocking the event loop.
 
+        Up to 256 texts go to the batching queue as text; its worker tokenizes every waiting
+        async request in one call, so the event loop neither tokenizes nor waits for the
+        tokenizer lock, and no thread is started per call. Larger inputs run :meth:`encode` in
+        a worker thread.
+
         Example:
             >>> import asyncio
             >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
@@ -199,7 +230,19 @@ class Encoder:
         """
         import asyncio
 
-        return await asyncio.to_thread(self.encode, texts, kind=kind, normalize=normalize)
+        items = self._prepare(texts, kind)  # checks types and kind before anything is queued
+        if not self.config.use_queue or len(items) > ASYNC_TEXTS:
+            return await asyncio.to_thread(
+                self.encode, _check_texts(texts), kind=kind, normalize=normalize
+            )
+        future = self.backend.queue.submit_texts(
+            items,
+            self.max_seq_length,
+            self._prompt_lengths[kind],
+            wait_ms=self.config.batch_wait_ms,
+            max_batch_size=self.config.max_batch_size,
+        )
+        return self._finish(await asyncio.wrap_future(future), normalize)
 
     def _finish(self, vectors: torch.Tensor, normalize: bool) -> np.ndarray:
         if self.spec.normalize:
@@ -261,7 +304,12 @@ def load_encoder(
     resolved_device = resolve_device(cfg.device)
     resolved_dtype = resolve_dtype(cfg.dtype, resolved_device)
     backend_key = (str(folder), cfg.revision, resolved_device, resolved_dtype)
-    encoder_key = (*backend_key, *sorted(cfg.replace(device="", dtype="").to_dict().items()))
+    if Path(cfg.model).expanduser().is_dir():
+        cfg = cfg.replace(model=str(folder))  # one spelling per folder: absolute, loadable anywhere
+    encoder_key = (
+        *backend_key,
+        *sorted(cfg.replace(model="", device="", dtype="").to_dict().items()),
+    )
     with _registry_lock:
         encoder = _encoders.get(encoder_key)
         if encoder is not None:

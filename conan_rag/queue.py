@@ -1,0 +1,387 @@
+"""The batching queue: one worker thread per shared backend, serving every caller.
+
+Callers (threads or asyncio tasks) submit requests (a list of token-id lists, or short texts
+the worker tokenizes) and get a :class:`concurrent.futures.Future`. The worker waits a few
+milliseconds for more requests, pools their rows, sorts them by length, cuts token-budget
+batches (:func:`~conan_rag.batching.plan_batches`), runs them and routes each row's vector back
+to its request. Many single-query callers therefore share one forward pass instead of queueing
+behind a lock one by one.
+
+* Requests with different ``prompt_length`` never share a batch (pooling may skip the prompt).
+* A batch that fails is retried request by request, so only the request that caused the error
+  receives it; its batch-mates succeed.
+* Large requests are served in slices of a few batches and rotate with newer requests, so a
+  big ``encode`` does not starve short queries.
+* The worker is a daemon thread started on the first request. It exits after a while idle (so
+  a forgotten backend can be freed) and is stopped at interpreter exit; requests still pending
+  then fail with :class:`~conan_rag.errors.ConanRagError`.
+
+Example:
+    >>> from conan_rag import load_encoder
+    >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    >>> ids = enc.tokenize(["a cat", "a dog"])
+    >>> enc.backend.queue.submit(ids).result().shape
+    torch.Size([2, 384])
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from conan_rag.batching import plan_batches
+from conan_rag.errors import ConanRagError
+
+if TYPE_CHECKING:
+    from conan_rag.backend import Backend
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WAIT_MS = 2.0
+IDLE_EXIT_S = 30.0  # an idle worker exits (and restarts on the next request)
+CYCLE_BUDGETS = 4  # one cycle runs at most this many token budgets of rows
+
+
+@dataclass(eq=False)
+class Request:
+    """One caller's rows, waiting for (or being turned into) vectors."""
+
+    ids: list[list[int]] | None
+    texts: list[str] | None
+    max_length: int
+    prompt_length: int
+    max_batch_size: int
+    deadline: float
+    future: Future[torch.Tensor]
+    progress: Callable[[int], None] | None = None
+    next_row: int = 0  # rows handed to a cycle so far
+    done_rows: int = 0
+    out: torch.Tensor | None = None
+    failed: bool = False
+    rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = len(self.ids if self.ids is not None else self.texts or [])
+
+    @property
+    def tokens(self) -> int:
+        """Token count of the rows not yet handed out (texts: a rough estimate)."""
+        if self.ids is not None:
+            return sum(len(x) for x in self.ids[self.next_row :])
+        return sum(len(t) // 4 + 2 for t in (self.texts or [])[self.next_row :])
+
+    def fail(self, exc: BaseException) -> None:
+        """Deliver ``exc`` to the caller (once) and drop the request's remaining rows."""
+        self.failed = True
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def store(self, rows: Sequence[int], vectors: torch.Tensor) -> None:
+        """Put vectors for ``rows`` in place; resolve the future when every row is done."""
+        if self.failed or self.future.done():
+            return
+        if self.out is None:
+            self.out = torch.empty((self.rows, vectors.shape[1]), dtype=vectors.dtype)
+        self.out[torch.as_tensor(rows, dtype=torch.long)] = vectors
+        self.done_rows += len(rows)
+        if self.progress is not None:
+            try:
+                self.progress(len(rows))
+            except Exception:
+                logger.exception("progress callback failed")
+                self.progress = None
+        if self.done_rows == self.rows:
+            self.future.set_result(self.out)
+
+
+# (request, row) pairs of one cycle with the same prompt length
+_Rows = list[tuple[Request, int]]
+
+
+class BatchQueue:
+    """Coalesce concurrent requests for one :class:`~conan_rag.backend.Backend` into batches.
+
+    Args:
+        backend: the shared backend whose ``embed_batches`` runs the batches.
+
+    Example:
+        >>> from conan_rag import load_encoder
+        >>> backend = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu").backend
+        >>> future = backend.queue.submit([[101, 7592, 102]], wait_ms=1.0)
+        >>> future.result().shape
+        torch.Size([1, 384])
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._cond = threading.Condition()
+        self._pending: deque[Request] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.batches_run = 0  # for tests and diagnostics
+        _QUEUES.add(self)
+
+    # -- callers ------------------------------------------------------------------------------
+    def submit(
+        self,
+        ids: list[list[int]],
+        prompt_length: int = 0,
+        *,
+        wait_ms: float = DEFAULT_WAIT_MS,
+        max_batch_size: int = 512,
+        progress: Callable[[int], None] | None = None,
+    ) -> Future[torch.Tensor]:
+        """Queue token ids; the future gives un-normalized float32 vectors, one row per list.
+
+        Args:
+            ids: token ids per text (special tokens and prompt included).
+            prompt_length: prompt tokens at the start of every row (rows with different values
+                never share a batch).
+            wait_ms: the longest this request waits for others to join its batch.
+            max_batch_size: the most rows in a batch this request joins.
+            progress: called from the worker with the number of rows finished, after each batch.
+
+        Returns:
+            A future resolving to a ``(len(ids), dim)`` float32 CPU tensor, or raising the error
+            this request caused.
+        """
+        return self._put(ids, None, 0, prompt_length, wait_ms, max_batch_size, progress)
+
+    def submit_texts(
+        self,
+        texts: list[str],
+        max_length: int,
+        prompt_length: int = 0,
+        *,
+        wait_ms: float = DEFAULT_WAIT_MS,
+        max_batch_size: int = 512,
+    ) -> Future[torch.Tensor]:
+        """Like :meth:`submit`, but the worker tokenizes ``texts`` (prompt already prepended).
+
+        The worker tokenizes every text request of a cycle in one tokenizer call, so callers on
+        an event loop never wait for the tokenizer lock.
+        """
+        return self._put(None, texts, max_length, prompt_length, wait_ms, max_batch_size, None)
+
+    def _put(
+        self,
+        ids: list[list[int]] | None,
+        texts: list[str] | None,
+        max_length: int,
+        prompt_length: int,
+        wait_ms: float,
+        max_batch_size: int,
+        progress: Callable[[int], None] | None,
+    ) -> Future[torch.Tensor]:
+        if wait_ms < 0:
+            raise ValueError(f"wait_ms must be >= 0, not {wait_ms!r}.")
+        future: Future[torch.Tensor] = Future()
+        request = Request(
+            ids=ids,
+            texts=texts,
+            max_length=max_length,
+            prompt_length=prompt_length,
+            max_batch_size=max(1, max_batch_size),
+            deadline=time.monotonic() + wait_ms / 1000.0,
+            future=future,
+            progress=progress,
+        )
+        if request.rows == 0:
+            future.set_result(torch.empty((0, self.backend.spec.output_dim)))
+            return future
+        with self._cond:
+            if self._stopping:
+                raise ConanRagError("The encoder's batching queue has shut down (process exit).")
+            self._pending.append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="conan-rag-batcher", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return future
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker: fail pending requests, let a running batch finish, join."""
+        with self._cond:
+            self._stopping = True
+            pending, self._pending = list(self._pending), deque()
+            thread = self._thread
+            self._cond.notify_all()
+        for request in pending:
+            request.fail(ConanRagError("The encoder's batching queue shut down (process exit)."))
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    # -- worker -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            cycle = self._next_cycle()
+            if cycle is None:
+                return
+            try:
+                self._serve(cycle)
+            except BaseException as exc:
+                logger.exception("batching worker failed")
+                for request in cycle:
+                    request.fail(exc)
+
+    def _next_cycle(self) -> list[Request] | None:
+        """Wait for requests (bounded wait for company), then take one cycle's worth."""
+        budget = self.backend.token_budget
+        with self._cond:
+            idle_since = time.monotonic()
+            while not self._pending:
+                if self._stopping:
+                    self._thread = None
+                    return None
+                if time.monotonic() - idle_since > IDLE_EXIT_S:
+                    self._thread = None  # restarted by the next submit
+                    return None
+                self._cond.wait(IDLE_EXIT_S)
+            while not self._stopping:
+                remaining = min(r.deadline for r in self._pending) - time.monotonic()
+                if remaining <= 0 or sum(r.tokens for r in self._pending) >= budget:
+                    break
+                self._cond.wait(remaining)
+            if self._stopping and not self._pending:
+                self._thread = None
+                return None
+            cycle: list[Request] = []
+            tokens = 0
+            while self._pending and tokens < CYCLE_BUDGETS * budget:
+                request = self._pending.popleft()
+                if request.future.cancelled() or request.failed:
+                    continue
+                cycle.append(request)
+                tokens += request.tokens
+            return cycle
+
+    def _serve(self, cycle: list[Request]) -> None:
+        self._tokenize_texts([r for r in cycle if r.ids is None])
+        budget = self.backend.token_budget
+        limit = CYCLE_BUDGETS * budget
+        groups: dict[int, _Rows] = {}
+        taken = 0
+        for request in cycle:
+            if request.failed or request.ids is None:
+                continue
+            rows = groups.setdefault(request.prompt_length, [])
+            # Hand out rows while the cycle has room (the first row always fits); the rest of
+            # a large request waits behind newer requests.
+            while request.next_row < request.rows and taken < limit:
+                rows.append((request, request.next_row))
+                taken += len(request.ids[request.next_row])
+                request.next_row += 1
+        for prompt_length, rows in groups.items():
+            if rows:
+                self._run_rows(rows, prompt_length)
+        unfinished = [r for r in cycle if not r.failed and r.next_row < r.rows]
+        if unfinished:
+            with self._cond:
+                if not self._stopping:
+                    self._pending.extend(unfinished)  # rotate behind newer requests
+                    return
+            for request in unfinished:
+                request.fail(
+                    ConanRagError("The encoder's batching queue shut down (process exit).")
+                )
+
+    def _tokenize_texts(self, requests: list[Request]) -> None:
+        by_length: dict[int, list[Request]] = {}
+        for request in requests:
+            by_length.setdefault(request.max_length, []).append(request)
+        for max_length, group in by_length.items():
+            texts = [t for r in group for t in r.texts or []]
+            try:
+                ids = self.backend.tokenize(texts, max_length)
+            except Exception:  # noqa: BLE001 - retry one by one to find the culprit
+                for request in group:
+                    try:
+                        request.ids = self.backend.tokenize(request.texts or [], max_length)
+                    except Exception as exc:  # noqa: BLE001
+                        request.fail(exc)
+                continue
+            start = 0
+            for request in group:
+                request.ids = ids[start : start + request.rows]
+                start += request.rows
+
+    def _run_rows(self, rows: _Rows, prompt_length: int) -> None:
+        ids = [r.ids[i] for r, i in rows]  # type: ignore[index]
+        max_batch = min(r.max_batch_size for r, _ in rows)
+        batches = plan_batches([len(x) for x in ids], self.backend.token_budget, max_batch)
+        for batch in batches:
+            live = [k for k in batch if not rows[k][0].failed]
+            if not live:
+                continue
+            try:
+                vectors = self._forward([ids[k] for k in live], prompt_length)
+            except Exception:  # noqa: BLE001 - find the request that caused it
+                self._retry_by_request(rows, live, ids, prompt_length)
+                continue
+            self._scatter(rows, live, vectors)
+
+    def _forward(self, ids: list[list[int]], prompt_length: int) -> torch.Tensor:
+        backend = self.backend
+        with backend.forward_lock:
+            self.batches_run += 1
+            done = backend.embed_batches(ids, [list(range(len(ids)))], prompt_length)
+        if len(done) == 1:
+            return done[0][1]
+        # out-of-memory split the batch: put the halves back in order
+        out = torch.empty((len(ids), done[0][1].shape[1]), dtype=done[0][1].dtype)
+        for order, vectors in done:
+            out[torch.as_tensor(list(order), dtype=torch.long)] = vectors
+        return out
+
+    def _retry_by_request(
+        self, rows: _Rows, live: list[int], ids: list[list[int]], prompt_length: int
+    ) -> None:
+        by_request: dict[int, list[int]] = {}
+        for k in live:
+            by_request.setdefault(id(rows[k][0]), []).append(k)
+        for ks in by_request.values():
+            request = rows[ks[0]][0]
+            try:
+                vectors = self._forward([ids[k] for k in ks], prompt_length)
+            except Exception as exc:  # noqa: BLE001 - this request's own error
+                request.fail(exc)
+                continue
+            self._scatter(rows, ks, vectors)
+
+    @staticmethod
+    def _scatter(rows: _Rows, positions: list[int], vectors: torch.Tensor) -> None:
+        by_request: dict[int, tuple[Request, list[int], list[int]]] = {}
+        for j, k in enumerate(positions):
+            request, row = rows[k]
+            entry = by_request.setdefault(id(request), (request, [], []))
+            entry[1].append(row)
+            entry[2].append(j)
+        for request, request_rows, picks in by_request.values():
+            request.store(request_rows, vectors[torch.as_tensor(picks, dtype=torch.long)])
+
+
+_QUEUES: weakref.WeakSet[BatchQueue] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for queue in list(_QUEUES):
+        queue.stop(timeout=5.0)
