@@ -10,8 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from conan_rag.model_files import BUNDLED_MINILM, resolve_model  # noqa: E402
-from conan_rag.testing import build_conan_layout_model  # noqa: E402
+from conan_rag.model_files import BUNDLED_MINILM, resolve_model
+from conan_rag.testing import build_conan_layout_model
 
 REPO_ROOT = Path(__file__).resolve().parent
 DATA_DIR = REPO_ROOT / "data"
@@ -33,7 +33,9 @@ def conan_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("conan_models")
     return {
         "cls": build_conan_layout_model(root / "cls", pooling="cls", weights="both"),
-        "mean": build_conan_layout_model(root / "mean", pooling="mean", weights="safetensors", seed=1),
+        "mean": build_conan_layout_model(
+            root / "mean", pooling="mean", weights="safetensors", seed=1
+        ),
         "cls_bin": build_conan_layout_model(root / "cls_bin", pooling="cls", weights="bin", seed=2),
     }
 

@@ -71,13 +71,13 @@ def build_conan_layout_model(
         The folder.
     """
     from safetensors.torch import save_file
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     vocab = chinese_vocab(n_cjk)
     (root / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(
+    tokenizer = BertTokenizer(
         vocab_file=str(root / "vocab.txt"), do_lower_case=True, tokenize_chinese_chars=True
     )
     tokenizer.model_max_length = max_seq_length
@@ -107,12 +107,18 @@ def build_conan_layout_model(
     dense_out = hidden_size * 7 // 4
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
         {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
     ]
     _write_json(root / "modules.json", modules)
     _write_json(
-        root / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False}
+        root / "sentence_bert_config.json",
+        {"max_seq_length": max_seq_length, "do_lower_case": False},
     )
     _write_json(
         root / "config_sentence_transformers.json",
@@ -130,7 +136,10 @@ def build_conan_layout_model(
     }
     _write_json(
         pooling_dir / "config.json",
-        {"word_embedding_dimension": hidden_size, **{f: f == flags[pooling] for f in flags.values()}},
+        {
+            "word_embedding_dimension": hidden_size,
+            **{f: f == flags[pooling] for f in flags.values()},
+        },
     )
     dense_dir = root / "2_Dense"
     dense_dir.mkdir(exist_ok=True)
@@ -147,7 +156,10 @@ def build_conan_layout_model(
     torch.nn.init.normal_(linear.weight, 0.0, 0.1)
     dense_state = {"linear.weight": linear.weight.detach(), "linear.bias": linear.bias.detach()}
     if weights in ("safetensors", "both"):
-        save_file({k: v.contiguous() for k, v in dense_state.items()}, str(dense_dir / "model.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in dense_state.items()},
+            str(dense_dir / "model.safetensors"),
+        )
     if weights in ("bin", "both"):
         torch.save(dense_state, dense_dir / "pytorch_model.bin")
     return root
