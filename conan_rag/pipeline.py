@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import takewhile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from conan_rag.rerank import cosine_scores, mmr, order_by_score
 from conan_rag.store import (
     DEFAULT_COLLECTION,
     batch_size,
+    find_collection,
     open_client,
     open_collection,
     recorded_config,
@@ -145,6 +147,8 @@ class Pipeline:
         create: bool = True,
     ) -> None:
         self.client = client or open_client(db, url)
+        if not create and find_collection(self.client, collection) is None:
+            open_collection(self.client, collection, None, create=False)  # raises: names the fix
         if encoder is None:
             recorded = recorded_config(self.client, collection)
             if recorded is not None:
@@ -452,7 +456,8 @@ class Pipeline:
         picked: list[tuple[float, int, str]] = []
         q = self.encoder.encode([query], kind="query")[0]
         best_score = hits[0].score
-        chosen = [h for h in hits[:top] if h is hits[0] or h.score >= 0.5 * best_score > 0]
+        # A prefix of the hits (so [n] matches the prompt's numbering), dropping weak tails.
+        chosen = [hits[0], *takewhile(lambda h: h.score >= 0.5 * best_score > 0, hits[1:top])]
         for number, hit in enumerate(chosen, 1):
             sentences = split_sentences(hit.text) or [hit.text]
             scores = self.encoder.encode(sentences, kind="document") @ q

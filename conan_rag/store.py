@@ -149,9 +149,11 @@ def recorded_config(client: ClientAPI, name: str) -> EncoderConfig | None:
 
 
 def open_collection(
-    client: ClientAPI, name: str, encoder: Encoder, *, create: bool = True
+    client: ClientAPI, name: str, encoder: Encoder | None, *, create: bool = True
 ) -> Collection:
     """Open (or create) a cosine-space collection bound to ``encoder``.
+
+    With ``encoder=None`` an existing collection opens unchecked and a missing one raises.
 
     Raises:
         CollectionMismatchError: the collection was built by another encoder (nothing written).
@@ -159,9 +161,10 @@ def open_collection(
     """
     collection = find_collection(client, name)
     if collection is not None:
-        check_encoder(collection.metadata, encoder, name)
+        if encoder is not None:
+            check_encoder(collection.metadata, encoder, name)
         return collection
-    if not create:
+    if not create or encoder is None:
         raise ConanConfigError(
             f"No collection {name!r}; ingest documents first (conan-rag ingest PATH) or pass "
             f"another --collection. Existing: {sorted(c.name for c in client.list_collections())}."
