@@ -31,6 +31,9 @@ from conan_rag.model_files import read_model_spec, resolve_model
 Kind = Literal["query", "document"]
 KINDS: tuple[str, ...] = ("query", "document")
 WINDOW = 8192  # texts tokenized and sorted together; bounds memory for huge inputs
+# Through the queue, texts are tokenized and submitted in chunks: the worker embeds one while
+# the caller tokenizes the next (its cycles, not the chunks, decide the length sorting).
+QUEUE_CHUNK = 1024
 ASYNC_TEXTS = 256  # aencode hands at most this many texts to the queue's worker to tokenize
 
 
@@ -176,8 +179,9 @@ class Encoder:
             bar = tqdm(total=len(items), desc="Embedding", unit="text")
         pending: list[tuple[int, Future[torch.Tensor]]] = []
         try:
-            for start in range(0, len(items), WINDOW):
-                window = items[start : start + WINDOW]
+            step = QUEUE_CHUNK if self.config.use_queue else WINDOW
+            for start in range(0, len(items), step):
+                window = items[start : start + step]
                 ids = self.tokenize(window, kind=kind)
                 if self.config.use_queue:  # the worker runs it while we tokenize the next window
                     future = self.backend.queue.submit(
@@ -190,7 +194,7 @@ class Encoder:
                     pending.append((start, future))
                     if len(pending) > 1:
                         first, done = pending.pop(0)
-                        out[first : first + WINDOW] = self._finish(done.result(), normalize)
+                        out[first : first + step] = self._finish(done.result(), normalize)
                     continue
                 batches = plan_batches(
                     [len(x) for x in ids], self.backend.token_budget, self.config.max_batch_size
@@ -202,7 +206,7 @@ class Encoder:
                     if bar is not None:
                         bar.update(len(batch))
             for first, done in pending:
-                out[first : first + WINDOW] = self._finish(done.result(), normalize)
+                out[first : first + step] = self._finish(done.result(), normalize)
         finally:
             if bar is not None:
                 bar.close()

@@ -192,7 +192,7 @@ def test_large_encode_with_progress_bar_and_idle_worker_exit(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("conan_rag.encoder.WINDOW", 64)  # several windows in flight
+    monkeypatch.setattr("conan_rag.encoder.QUEUE_CHUNK", 64)  # several chunks in flight
     texts = pool * 2
     out = minilm.encode(texts, show_progress=True)
     assert _check(texts, out, reference) >= 0.99999
