@@ -1,0 +1,133 @@
+"""Chunker: token limit (specials, prompt, title), sentence/paragraph cuts, overlap, offsets."""
+
+# ruff: noqa: F811 - pytest fixtures imported from tests.pipeline_helpers
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+
+from conan_rag import ConanConfigError, load_encoder
+from conan_rag.chunking import ChunkConfig, Chunker
+from conan_rag.loaders import Document
+from conan_rag.testing import build_conan_layout_model
+from tests.pipeline_helpers import minilm, tiny  # noqa: F401 - fixtures
+
+WORDS = ["cell", "protein", "gene", "binds", "the", "of", "interleukin", "transcription", "3.5"]
+ZH = "北京是中国的首都。长城非常雄伟！你去过吗？我们明天出发；天气很好。"
+
+
+def _count(encoder, text: str) -> int:
+    """Independent count: the encoder's own tokenizer, prompt and specials, no truncation."""
+    full = encoder.prompts["document"] + text
+    return len(encoder.backend.tokenizer(full, truncation=False)["input_ids"])
+
+
+def _random_text(seed: int) -> str:
+    rng = random.Random(seed)
+    paragraphs = []
+    for _ in range(rng.randint(2, 6)):
+        sentences = []
+        for _ in range(rng.randint(1, 8)):
+            if rng.random() < 0.3:
+                sentences.append(ZH[rng.randint(0, 10) :])
+            else:
+                words = rng.choices(WORDS, k=rng.randint(3, 40))
+                sentences.append(" ".join(words).capitalize() + rng.choice([".", "!", "?"]))
+        paragraphs.append(" ".join(sentences))
+    return "\n\n".join(paragraphs)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunks_never_exceed_limit_and_offsets_match(tiny, minilm, seed: int) -> None:
+    text = _random_text(seed)
+    for encoder, limit in ((tiny, 24), (minilm, 40)):
+        chunker = Chunker(encoder, ChunkConfig(max_tokens=limit, overlap_tokens=6))
+        doc = Document("d", text, "s", title="A title")
+        chunks = chunker.chunk(doc)
+        assert chunks and [c.index for c in chunks] == list(range(len(chunks)))
+        for chunk in chunks:
+            assert _count(encoder, chunk.embed_text) <= limit
+            assert text[chunk.char_start : chunk.char_end] == chunk.text == chunk.text.strip()
+            assert chunk.embed_text == "A title\n" + chunk.text
+        covered = set()
+        for c in chunks:
+            covered.update(range(c.char_start, c.char_end))
+        assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())  # nothing lost
+        assert chunks[0].char_start == 0 and chunks[-1].char_end == len(text.rstrip())
+
+
+def test_default_limit_is_max_seq_length(minilm) -> None:
+    text = " ".join(["interleukin transcription factor binds the gene."] * 300)
+    chunks = Chunker(minilm).chunk(Document("d", text, "s"))
+    assert len(chunks) > 1
+    assert all(_count(minilm, c.embed_text) <= minilm.max_seq_length for c in chunks)
+    assert max(_count(minilm, c.embed_text) for c in chunks) > minilm.max_seq_length * 0.7
+
+
+def test_chinese_sentence_boundaries(tiny) -> None:
+    text = ZH * 6
+    chunks = Chunker(tiny, ChunkConfig(max_tokens=20, overlap_tokens=0)).chunk(
+        Document("z", text, "s")
+    )
+    assert len(chunks) > 3
+    assert all(c.text[-1] in "。！？；" for c in chunks)
+    assert "".join(c.text for c in chunks) == text
+
+
+def test_english_sentences_and_paragraphs_preferred(minilm) -> None:
+    para = "The protein binds the gene. It was measured in 3.5 hours! Results vary?"
+    text = "\n\n".join([para] * 4)
+    chunks = Chunker(minilm, ChunkConfig(max_tokens=40, overlap_tokens=0)).chunk(
+        Document("e", text, "s")
+    )
+    assert all(c.text.endswith(("?", "!", ".")) for c in chunks)
+    assert all(c.text.startswith(("The", "It", "Results")) for c in chunks)
+    assert any(c.text == para or c.text == f"{para}\n\n{para}" for c in chunks)
+
+
+def test_overlap(minilm) -> None:
+    text = " ".join(f"Sentence number {i} talks about gene {i}." for i in range(40))
+    doc = Document("o", text, "s")
+    overlapping = Chunker(minilm, ChunkConfig(max_tokens=48, overlap_tokens=16)).chunk(doc)
+    disjoint = Chunker(minilm, ChunkConfig(max_tokens=48, overlap_tokens=0)).chunk(doc)
+    for a, b in itertools.pairwise(overlapping):
+        assert b.char_start < a.char_end and b.char_start > a.char_start
+        assert text[b.char_start : a.char_end].startswith("Sentence")  # snapped to a sentence
+    for a, b in itertools.pairwise(disjoint):
+        assert b.char_start >= a.char_end
+    assert len(overlapping) > len(disjoint)
+
+
+def test_prompt_counts_toward_limit(tmp_path: Path) -> None:
+    folder = build_conan_layout_model(
+        tmp_path / "prompted", hidden_size=32, num_layers=1, prompts={"document": "passage: "}
+    )
+    encoder = load_encoder(str(folder), device="cpu", dtype="float32")
+    text = "the cell and the gene " * 50
+    chunks = Chunker(encoder, ChunkConfig(max_tokens=20, overlap_tokens=0)).chunk(
+        Document("p", text, "s")
+    )
+    assert all(_count(encoder, c.embed_text) <= 20 for c in chunks)
+    assert max(_count(encoder, c.embed_text) for c in chunks) == 20
+
+
+def test_whole_mode_ids_and_errors(minilm) -> None:
+    doc = Document("w", "Body text.", "s", title="Title")
+    whole = Chunker(minilm, ChunkConfig(mode="whole")).chunk(doc)
+    assert [c.text for c in whole] == ["Title Body text."]
+    chunker = Chunker(minilm)
+    first, again = chunker.chunk(doc), chunker.chunk(doc)
+    assert [c.id for c in first] == [c.id for c in again]
+    other = chunker.chunk(Document("w2", "Body text.", "s", title="Title"))
+    assert first[0].id != other[0].id
+    assert chunker.chunk(Document("e", "  \n ", "s")) == []
+    assert chunker.document_hash(doc) != Chunker(
+        minilm, ChunkConfig(overlap_tokens=0)
+    ).document_hash(doc)
+    with pytest.raises(ConanConfigError, match="max_seq_length"):
+        Chunker(minilm, ChunkConfig(max_tokens=10_000))
+    with pytest.raises(ConanConfigError, match="tokens"):
+        ChunkConfig(mode="pages")  # type: ignore[arg-type]
