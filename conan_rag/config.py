@@ -40,6 +40,9 @@ class EncoderConfig:
             coalesces concurrent callers); ``False`` runs each call's batches directly, one
             caller at a time.
         batch_wait_ms: the longest a request waits in the queue for others to share its batch.
+        cpu_kernels: float32 CPU linear layers: ``"auto"`` times torch/MKL, oneDNN and numpy's
+            BLAS at load and runs the fastest (:mod:`conan_rag.cpu_kernels`); ``"off"`` keeps
+            torch's own; ``"torch"``, ``"onednn"``, ``"numpy"`` force one.
     """
 
     model: str = DEFAULT_MODEL
@@ -54,6 +57,7 @@ class EncoderConfig:
     max_batch_size: int = 512
     use_queue: bool = True
     batch_wait_ms: float = 2.0
+    cpu_kernels: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("truncate_dim", "max_seq_length", "token_budget"):
@@ -70,6 +74,11 @@ class EncoderConfig:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 1000:
             raise ConanConfigError(
                 f"batch_wait_ms must be a number of milliseconds in [0, 1000], not {wait!r}."
+            )
+        kernels = ("auto", "off", "torch", "onednn", "numpy")  # conan_rag.cpu_kernels.CHOICES
+        if self.cpu_kernels not in kernels:
+            raise ConanConfigError(
+                f"cpu_kernels must be one of {list(kernels)}, not {self.cpu_kernels!r}."
             )
 
     def to_dict(self) -> dict[str, Any]:
