@@ -114,7 +114,12 @@ class Backend:
     """Tokenizer + transformer + head on one device in one dtype. Thread-safe."""
 
     def __init__(
-        self, spec: ModelSpec, device: str, dtype: str, token_budget: int | None = None
+        self,
+        spec: ModelSpec,
+        device: str,
+        dtype: str,
+        token_budget: int | None = None,
+        cpu_kernels: str = "auto",
     ) -> None:
         self.spec = spec
         self.device = torch.device(device)
@@ -123,6 +128,12 @@ class Backend:
         self.tokenizer = _load_tokenizer(spec)
         self.transformer = _load_transformer(spec, self.dtype).to(self.device)
         self.head = Head(spec).to(self.device).eval()
+        # CPU float32: run the linear layers on the fastest GEMM here (conan_rag.cpu_kernels).
+        self.cpu_kernel = "torch"
+        if self.device.type == "cpu" and self.dtype == torch.float32:
+            from conan_rag.cpu_kernels import apply_cpu_fast_path
+
+            self.cpu_kernel = apply_cpu_fast_path(self.transformer, cpu_kernels).kernel
         kind = self.device.type if self.device.type in DEFAULT_TOKEN_BUDGET else "cpu"
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET[kind]
         self.pad_id = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
