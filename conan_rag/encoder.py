@@ -258,7 +258,7 @@ class Encoder:
 
 
 _registry_lock = threading.Lock()
-_backends: dict[tuple[str, str | None, str, str], Backend] = {}
+_backends: dict[tuple[str, str | None, str, str, str], Backend] = {}
 _encoders: dict[tuple[Any, ...], Encoder] = {}
 
 
@@ -307,7 +307,10 @@ def load_encoder(
     folder = resolve_model(cfg.model, cfg.revision)
     resolved_device = resolve_device(cfg.device)
     resolved_dtype = resolve_dtype(cfg.dtype, resolved_device)
-    backend_key = (str(folder), cfg.revision, resolved_device, resolved_dtype)
+    # The CPU linear kernels (conan_rag.cpu_kernels) only apply to float32 on the CPU.
+    cpu_fp32 = resolved_device == "cpu" and resolved_dtype == "float32"
+    kernels = cfg.cpu_kernels if cpu_fp32 else "off"
+    backend_key = (str(folder), cfg.revision, resolved_device, resolved_dtype, kernels)
     if Path(cfg.model).expanduser().is_dir():
         cfg = cfg.replace(model=str(folder))  # one spelling per folder: absolute, loadable anywhere
     encoder_key = (
@@ -321,7 +324,7 @@ def load_encoder(
         backend = _backends.get(backend_key)
         if backend is None:
             spec = read_model_spec(folder, model_id=_model_id(cfg.model, folder))
-            backend = Backend(spec, resolved_device, resolved_dtype, cfg.token_budget)
+            backend = Backend(spec, resolved_device, resolved_dtype, cfg.token_budget, kernels)
             _backends[backend_key] = backend
         encoder = Encoder(cfg, backend)
         _encoders[encoder_key] = encoder
