@@ -494,7 +494,12 @@ def split_sentences(text: str) -> list[str]:
         >>> split_sentences("Hi there. 你好。再见！")
         ['Hi there.', '你好。', '再见！']
     """
-    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+    sentences = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        if paragraph.lstrip().startswith("#"):  # a markdown heading is not an answer
+            continue
+        sentences.extend(" ".join(s.split()) for s in _SENTENCE.split(paragraph) if s.strip())
+    return sentences
 
 
 def _label(hit: Hit) -> str:
