@@ -494,7 +494,7 @@ def split_sentences(text: str) -> list[str]:
         >>> split_sentences("Hi there. 你好。再见！")
         ['Hi there.', '你好。', '再见！']
     """
-    sentences = []
+    sentences: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         if paragraph.lstrip().startswith("#"):  # a markdown heading is not an answer
             continue
