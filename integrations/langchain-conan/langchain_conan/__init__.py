@@ -10,9 +10,9 @@ Example:
 from __future__ import annotations
 
 from langchain_conan.embeddings import ConanEmbeddings
-
-# ConanRetriever (langchain_conan/retrievers.py) is exported here by its author.
+from langchain_conan.retrievers import ConanRetriever
 
 __all__ = [
     "ConanEmbeddings",
+    "ConanRetriever",
 ]

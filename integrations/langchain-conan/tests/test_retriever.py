@@ -1,0 +1,63 @@
+"""ConanRetriever over a real Pipeline (embedded Chroma, bundled all-MiniLM-L6-v2)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conan_rag import load_encoder
+from conan_rag.loaders import Document as Doc
+from conan_rag.pipeline import Pipeline
+from pydantic import ValidationError
+
+from langchain_conan.retrievers import ConanRetriever
+
+FACTS = {
+    "paris": "Paris is the capital of France.",
+    "paris2": "The capital city of France is Paris.",
+    "wine": "France is famous for wine regions such as Bordeaux.",
+    "mars": "Mars is the fourth planet from the Sun.",
+}
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Pipeline:
+    encoder = load_encoder(str(minilm_path), device="cpu", dtype="float32")
+    pipeline = Pipeline(encoder, db=tmp_path_factory.mktemp("db"), collection="retriever")
+    pipeline.ingest([Doc(key, text, "facts") for key, text in FACTS.items()])
+    return pipeline
+
+
+def test_scores_are_cosine_and_match_the_pipeline(pipe: Pipeline) -> None:
+    docs = ConanRetriever(pipeline=pipe, k=3).invoke("What is the capital of France?")
+    hits = pipe.retrieve("What is the capital of France?", k=3)
+    assert [d.id for d in docs] == [h.id for h in hits]
+    assert docs[0].metadata["doc_id"] in {"paris", "paris2"}
+    q = pipe.encoder.encode(["What is the capital of France?"], kind="query")[0]
+    for doc in docs:
+        vector = pipe.encoder.encode([doc.page_content])[0]
+        assert doc.metadata["score"] == pytest.approx(float(np.dot(q, vector)), abs=1e-5)
+
+
+def test_threshold_filter_and_mmr(pipe: Pipeline) -> None:
+    all_docs = ConanRetriever(pipeline=pipe, k=4).invoke("capital of France")
+    cut = (all_docs[1].metadata["score"] + all_docs[2].metadata["score"]) / 2
+    kept = ConanRetriever(pipeline=pipe, k=4, threshold=cut).invoke("capital of France")
+    assert len(kept) == 2 and all(d.metadata["score"] >= cut for d in kept)
+    only = ConanRetriever(pipeline=pipe, where={"doc_id": "mars"}).invoke("capital of France")
+    assert [d.metadata["doc_id"] for d in only] == ["mars"]
+    diverse = ConanRetriever(pipeline=pipe, k=2, mmr=True, lambda_mult=0.3).invoke(
+        "capital of France"
+    )
+    assert {d.metadata["doc_id"] for d in diverse} != {"paris", "paris2"}
+
+
+def test_async_and_validation(pipe: Pipeline) -> None:
+    docs = asyncio.run(ConanRetriever(pipeline=pipe, k=1).ainvoke("red planet"))
+    assert docs[0].metadata["doc_id"] == "mars"
+    with pytest.raises(ValidationError):
+        ConanRetriever(pipeline=pipe, threshold=1.5)
+    with pytest.raises(ValidationError):
+        ConanRetriever(pipeline=pipe, kk=3)
