@@ -77,8 +77,9 @@ def _is_exact_gelu(module: object) -> bool:
     return type(module).__name__ == "GELUActivation" and getattr(module, "act", None) is F.gelu
 
 
+@functools.cache
 def _blas_threads() -> int | None:
-    """Threads numpy's BLAS runs with (None when unknown)."""
+    """Threads numpy's BLAS runs with (None when unknown); read once per process."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn/scipy stacks
