@@ -25,8 +25,9 @@ FACTS = [
     "Mitochondria are the powerhouse of the cell.",
     "Python was created by Guido van Rossum.",
 ]
-# The tiny Conan-layout models know CJK characters only.
-ZH = ["北京是中国的首都。", "猫喜欢睡觉。", "今天天气很好。", "他在图书馆读书。"]
+# Texts in the tiny Conan-layout vocab (ASCII and its first 3,000 CJK characters).
+# Lengths differ so no two vectors tie, whatever the tokenizer makes of the characters.
+ZH = ["他们去参加大会。", "八个人出去了", "中国人口众多。中国", "你们好吗？"]
 
 
 @pytest.fixture(scope="module")
@@ -148,17 +149,17 @@ REOPEN = textwrap.dedent(
 def test_collection_reopens_in_another_process_with_the_function_rebuilt(
     tmp_path: Path, conan_tiny: Path
 ) -> None:
-    ef = ConanEmbeddingFunction(str(conan_tiny), device="cpu", query_prompt="问：")
+    ef = ConanEmbeddingFunction(str(conan_tiny), device="cpu", query_prompt="回复：")
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     col = client.create_collection("zh_docs", embedding_function=ef)
     col.add(ids=[str(i) for i in range(len(ZH))], documents=ZH)
-    want = col.query(query_texts=["首都在哪里"], n_results=2, include=["distances"])
+    want = col.query(query_texts=["他们去北京。"], n_results=2, include=["distances"])
     del col, client
     SharedSystemClient.clear_system_cache()  # release the database before the other process
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
-        [sys.executable, "-c", REOPEN, str(tmp_path / "db"), "首都在哪里", "新的文件。"],
+        [sys.executable, "-c", REOPEN, str(tmp_path / "db"), "他们去北京。", "天下大乱。"],
         capture_output=True,
         text=True,
         env=env,
@@ -174,6 +175,6 @@ def test_collection_reopens_in_another_process_with_the_function_rebuilt(
     assert out["space"] == "cosine"
     assert out["ids"] == want["ids"]
     np.testing.assert_allclose(out["distances"], want["distances"], atol=1e-5)
-    np.testing.assert_allclose(out["query_vec"], ef.embed_query(["首都在哪里"])[0], atol=1e-6)
+    np.testing.assert_allclose(out["query_vec"], ef.embed_query(["他们去北京。"])[0], atol=1e-6)
     # Documents added there are embedded exactly as here.
-    np.testing.assert_allclose(out["added"], ef(["新的文件。"])[0], atol=1e-6)
+    np.testing.assert_allclose(out["added"], ef(["天下大乱。"])[0], atol=1e-6)
