@@ -1,0 +1,119 @@
+"""The conan-rag command: in-process main([...]) and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conan_rag.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "examples" / "corpus"
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_ingest_query_info_and_guard(
+    tmp_path: Path, conan_tiny: Path, minilm_path: Path, capsys
+) -> None:
+    db = str(tmp_path / "db")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for path in CORPUS.iterdir():
+        (docs / path.name).write_bytes(path.read_bytes())
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not a pdf")
+    common = ["--db", db, "--no-progress", "--json"]
+    assert main(["ingest", str(docs), "--model", str(conan_tiny), *common]) == 0
+    first = _json(capsys)
+    assert first["added"] == 6 and first["unchanged"] == 0 and first["chunks_embedded"] >= 6
+    assert [Path(s["path"]).name for s in first["skipped"]] == ["broken.pdf"]
+
+    assert main(["ingest", str(docs), "--model", str(conan_tiny), *common]) == 0
+    assert _json(capsys)["unchanged"] == 6
+
+    (docs / "coffee.html").unlink()
+    assert main(["ingest", str(docs), "--prune", "--model", str(conan_tiny), *common]) == 0
+    pruned = _json(capsys)
+    assert pruned["deleted"] == 1 and pruned["chunks_embedded"] == 0
+
+    # without --model, query uses the recorded model
+    assert main(["query", "Who climbed Mount Everest?", "--k", "2", *common]) == 0
+    result = _json(capsys)
+    assert len(result["hits"]) == 2 and all(-1 <= h["score"] <= 1 for h in result["hits"])
+    assert main(["query", "anything", "--threshold", "0.9999", *common]) == 0
+    assert _json(capsys)["hits"] == []
+
+    assert main(["info", *common]) == 0
+    info = _json(capsys)
+    assert info["model_id"] == str(conan_tiny) and info["documents"] == 5
+
+    # a different model is refused, naming both, and nothing is written
+    assert main(["query", "x", "--model", str(minilm_path), *common]) == 2
+    err = capsys.readouterr().err
+    assert "CollectionMismatch" not in err and str(conan_tiny) in err and str(minilm_path) in err
+    assert main(["ingest", str(docs), "--model", str(minilm_path), *common]) == 2
+    capsys.readouterr()
+    assert main(["info", *common]) == 0 and _json(capsys)["chunks"] == info["chunks"]
+
+    assert main(["query", "x", "--db", str(tmp_path / "empty"), "--collection", "nope"]) == 2
+    assert "No collection 'nope'" in capsys.readouterr().err
+
+
+def test_plain_output(tmp_path: Path, conan_tiny: Path, capsys) -> None:
+    db = str(tmp_path / "db")
+    assert (
+        main(["ingest", str(CORPUS / "coffee.html"), "--db", db, "--model", str(conan_tiny)]) == 0
+    )
+    assert "1 added" in capsys.readouterr().out
+    assert main(["query", "coffee", "--db", db, "--answer", "--k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "[1] cosine" in out and "Sources:" in out
+
+
+def test_eval_scifact_subset_with_sweep(
+    tmp_path: Path, minilm_path: Path, data_dir: Path, capsys
+) -> None:
+    args = ["eval", "--beir", str(data_dir / "scifact"), "--model", str(minilm_path),
+            "--whole-documents", "--limit-docs", "150", "--limit-queries", "15",
+            "--db", str(tmp_path / "db"), "--no-progress", "--json",
+            "--thresholds", "0.3:0.7:0.2", "--plot", str(tmp_path / "sweep.png")]  # fmt: skip
+    assert main(args) == 0
+    result = _json(capsys)
+    assert result["documents"] == 150 and result["queries"] == 15 and result["chunks"] == 150
+    metrics = result["metrics"]
+    assert set(metrics) == {"ndcg@10", "map@10", "mrr@10", "recall@10", "recall@100"}
+    assert 0.8 < metrics["ndcg@10"] <= 1.0 and metrics["recall@100"] == 1.0
+    assert [r["threshold"] for r in result["sweep"]] == [0.3, 0.5, 0.7]
+    recalls = [r["recall"] for r in result["sweep"]]
+    assert recalls == sorted(recalls, reverse=True)
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # the corpus is cached in the collection: a second run embeds nothing
+    assert main(args) == 0
+    again = _json(capsys)
+    assert again["chunks_embedded"] == 0 and again["metrics"] == pytest.approx(metrics, abs=1e-6)
+
+
+def test_console_script_subprocess(tmp_path: Path, conan_tiny: Path) -> None:
+    script = Path(sys.executable).with_name("conan-rag")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CONAN_RAG_CHROMA_TOKEN": "s3cret-token"}
+    db = str(tmp_path / "db")
+    done = subprocess.run(
+        [str(script), "ingest", str(CORPUS / "vaccines.md"), "--db", db,
+         "--model", str(conan_tiny), "--json"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["added"] == 1
+    assert "s3cret-token" not in done.stdout + done.stderr
+    bad = subprocess.run(
+        [str(script), "query", "x", "--db", db, "--chroma-url", "ftp://nowhere"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "http://HOST:PORT" in bad.stderr
