@@ -25,7 +25,7 @@ import torch
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def chinese_vocab(n_cjk: int = 3000) -> list[str]:
+def chinese_vocab(n_cjk: int = 20992) -> list[str]:
     """A BERT-Chinese-style vocab: specials, ASCII, punctuation, the first ``n_cjk`` CJK chars."""
     ascii_tokens = list(string.ascii_lowercase + string.digits + string.punctuation)
     cjk_punct = list("。！？；，、：“”‘’（）《》【】…—")
@@ -48,7 +48,7 @@ def build_conan_layout_model(
     pooling: Literal["cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken"] = "cls",
     weights: Literal["safetensors", "bin", "both"] = "both",
     max_seq_length: int = 512,
-    n_cjk: int = 3000,
+    n_cjk: int = 20992,
     prompts: dict[str, str] | None = None,
     seed: int = 0,
 ) -> Path:
@@ -63,7 +63,8 @@ def build_conan_layout_model(
         pooling: the Pooling mode to record (Conan: ``"cls"``).
         weights: which weight formats to write for the transformer and the Dense layer.
         max_seq_length: ``sentence_bert_config.json``'s limit (Conan: 512).
-        n_cjk: CJK characters in the vocab (Conan's vocab is BERT-Chinese's 21,128 tokens).
+        n_cjk: CJK characters in the vocab (default: the whole basic CJK block, as in
+            BERT-Chinese's 21,128-token vocab that Conan uses).
         prompts: ``config_sentence_transformers.json`` prompts (Conan: none).
         seed: random seed for the weights.
 
@@ -78,7 +79,7 @@ def build_conan_layout_model(
     vocab = chinese_vocab(n_cjk)
     (root / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizer(
-        vocab_file=str(root / "vocab.txt"), do_lower_case=True, tokenize_chinese_chars=True
+        vocab=str(root / "vocab.txt"), do_lower_case=True, tokenize_chinese_chars=True
     )
     tokenizer.model_max_length = max_seq_length
     tokenizer.save_pretrained(str(root))

@@ -144,3 +144,11 @@ def test_pooling_spellings(
         json.dumps({"word_embedding_dimension": 64, **pooling_config})
     )
     assert read_model_spec(folder).pooling.mode == mode
+
+
+def test_tiny_conan_tokenizer_knows_chinese_and_english(conan_tiny: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(conan_tiny))
+    tokens = tokenizer.tokenize("the cat 细胞中的蛋白质。")
+    assert tokens == ["the", "cat", "细", "胞", "中", "的", "蛋", "白", "质", "。"]
