@@ -85,7 +85,9 @@ class Encoder:
             if config.document_prompt is None
             else config.document_prompt,
         }
-        self._prompt_lengths = {k: backend.prompt_length(p) if p else 0 for k, p in self.prompts.items()}
+        self._prompt_lengths = {
+            k: backend.prompt_length(p) if p else 0 for k, p in self.prompts.items()
+        }
 
     def __repr__(self) -> str:
         return (
