@@ -117,3 +117,18 @@ def make_pipeline(store: dict[str, Any]) -> Callable[..., Pipeline]:
         return Pipeline(encoder, chunking=chunking, **{**store, **kwargs})
 
     return make
+
+
+def crash_docs(version: int) -> list[Document]:
+    """Deterministic multi-chunk documents; version 2 changes, drops and adds some."""
+    docs = []
+    for i in range(36):
+        if version == 2 and i % 9 == 0:
+            continue  # dropped in v2
+        words = " ".join(f"gene{i} binds protein{(i * 7 + j) % 13}." for j in range(30))
+        if version == 2 and i % 3 == 0:
+            words = "Revised. " + words
+        docs.append(Document(f"doc{i}", words, "crash", title=f"Doc {i}"))
+    if version == 2:
+        docs += [Document(f"new{i}", f"new cell line {i}. " * 20, "crash") for i in range(4)]
+    return docs

@@ -1,0 +1,94 @@
+"""Crash safety: SIGKILL an ingest midway, re-run, and get exactly the clean-ingest collection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+from conan_rag import load_encoder
+from conan_rag.chunking import ChunkConfig
+from conan_rag.pipeline import Pipeline
+from tests.pipeline_helpers import crash_docs
+
+REPO = Path(__file__).resolve().parent.parent
+CHUNKING = ChunkConfig(max_tokens=48, overlap_tokens=8)
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from conan_rag import load_encoder
+    from conan_rag.chunking import ChunkConfig
+    from conan_rag.pipeline import Pipeline
+    from tests.pipeline_helpers import crash_docs
+
+    encoder = load_encoder({model!r}, device="cpu", dtype="float32")
+    pipe = Pipeline(encoder, db={db!r}, collection="crash",
+                    chunking=ChunkConfig(max_tokens=48, overlap_tokens=8), upsert_batch=8)
+    pipe.sync(crash_docs(1))
+    print("v1 done", flush=True)
+
+    def slow(done, total):
+        print(f"batch {{done}}/{{total}}", flush=True)
+        time.sleep(0.3)
+
+    pipe.sync(crash_docs(2), on_batch=slow)
+    print("v2 done", flush=True)
+    """
+)
+
+
+def _snapshot(pipe: Pipeline, *, clean: bool = True) -> dict[str, tuple]:
+    got = pipe.collection.get(include=["documents", "metadatas"])
+    keys = Counter((m["doc_key"], m["chunk_index"]) for m in got["metadatas"])
+    assert not clean or max(keys.values()) == 1, "two records for one chunk position"
+    return {
+        i: (d, m["doc_key"], m["chunk_index"], m["doc_hash"], m["n_chunks"])
+        for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+    }
+
+
+def test_sigkill_midway_then_rerun_equals_clean_ingest(tmp_path: Path, conan_tiny: Path) -> None:
+    db = str(tmp_path / "killed")
+    script = CHILD.format(repo=str(REPO), model=str(conan_tiny), db=db)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert child.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+        if sum(x.startswith("batch") for x in lines) == 3:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL, lines
+    assert lines[0] == "v1 done" and "v2 done" not in lines
+    total = int(lines[-1].split("/")[1])
+    assert total > 3 * 8  # the kill really happened midway
+
+    encoder = load_encoder(str(conan_tiny), device="cpu", dtype="float32")
+    resumed = Pipeline(encoder, db=db, collection="crash", chunking=CHUNKING, upsert_batch=8)
+    half = _snapshot(resumed, clean=False)  # midway: old and new versions side by side
+    report = resumed.sync(crash_docs(2))
+    assert 0 < report.chunks_embedded <= total - 3 * 8  # finished batches are not redone
+    clean = Pipeline(encoder, db=str(tmp_path / "clean"), collection="crash", chunking=CHUNKING)
+    clean.sync(crash_docs(2))
+    final, expected = _snapshot(resumed), _snapshot(clean)
+    assert half != expected
+    assert final == expected
+    assert resumed.collection.count() == clean.collection.count() == len(expected)
+    again = resumed.sync(crash_docs(2))
+    assert again.chunks_embedded == 0 and again.unchanged == len(crash_docs(2))
