@@ -69,7 +69,7 @@ def open_client(db: str | Path | None = None, url: str | None = None) -> ClientA
         url: ``http://HOST:PORT`` or ``https://HOST:PORT`` of a ``chroma run`` server.
 
     Raises:
-        ConanConfigError: the URL is not ``http(s)://HOST:PORT``.
+        ConanConfigError: the URL is not ``http(s)://HOST:PORT``, or no server answers there.
     """
     import chromadb
     from chromadb.config import Settings
@@ -91,9 +91,16 @@ def open_client(db: str | Path | None = None, url: str | None = None) -> ClientA
         )
     ssl = parsed.scheme == "https"
     port = parsed.port or (443 if ssl else 8000)
-    return chromadb.HttpClient(
-        host=parsed.hostname, port=port, ssl=ssl, headers=auth_headers(), settings=settings
-    )
+    try:
+        return chromadb.HttpClient(
+            host=parsed.hostname, port=port, ssl=ssl, headers=auth_headers(), settings=settings
+        )
+    except Exception as exc:  # noqa: BLE001 - chromadb raises ValueError, httpx its own errors
+        raise ConanConfigError(
+            f"Cannot reach a Chroma server at {parsed.scheme}://{parsed.hostname}:{port} "
+            f"({type(exc).__name__}); start one with `chroma run --path DIR --port {port}` or "
+            "fix --chroma-url."
+        ) from None
 
 
 def _collection_metadata(encoder: Encoder) -> dict[str, Any]:
