@@ -76,7 +76,7 @@ class Encoder:
             )
         self.max_seq_length: int = config.max_seq_length or spec.max_seq_length
         self.dim: int = config.truncate_dim or spec.output_dim
-        self.model_id: str = spec.model_id
+        self.model_id: str = config.model  # as loaded: hub id, or absolute folder
         self.prompts: dict[str, str] = {
             "query": spec.prompts.get("query", "")
             if config.query_prompt is None

@@ -237,3 +237,11 @@ def test_out_of_memory_halves_budget_and_retries(
     with pytest.raises(ConanRagError, match="Out of memory"):
         encoder.encode(["one text"])
     backend.token_budget = budget
+
+
+def test_model_id_is_what_each_encoder_was_loaded_from(minilm_path: Path) -> None:
+    by_id = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu", dtype="float32")
+    by_folder = load_encoder(str(minilm_path), device="cpu", dtype="float32")
+    assert by_id.backend is by_folder.backend  # one set of weights
+    assert by_id.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+    assert by_folder.model_id == str(minilm_path)
