@@ -14,7 +14,6 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +25,7 @@ from conan_rag.config import EncoderConfig
 from conan_rag.devices import resolve_device, resolve_dtype
 from conan_rag.errors import ConanConfigError
 from conan_rag.fingerprint import model_fingerprint
-from conan_rag.model_files import read_model_spec, resolve_model
+from conan_rag.model_files import canonical_model_id, read_model_spec, resolve_model
 
 Kind = Literal["query", "document"]
 KINDS: tuple[str, ...] = ("query", "document")
@@ -313,8 +312,7 @@ def load_encoder(
     cpu_fp32 = resolved_device == "cpu" and resolved_dtype == "float32"
     kernels = cfg.cpu_kernels if cpu_fp32 else "off"
     backend_key = (str(folder), cfg.revision, resolved_device, resolved_dtype, kernels)
-    if Path(cfg.model).expanduser().is_dir():
-        cfg = cfg.replace(model=str(folder))  # one spelling per folder: absolute, loadable anywhere
+    cfg = cfg.replace(model=canonical_model_id(folder))  # one spelling per model, loadable anywhere
     encoder_key = (
         *backend_key,
         *sorted(cfg.replace(model="", device="", dtype="").to_dict().items()),
@@ -325,17 +323,12 @@ def load_encoder(
             return encoder
         backend = _backends.get(backend_key)
         if backend is None:
-            spec = read_model_spec(folder, model_id=_model_id(cfg.model, folder))
+            spec = read_model_spec(folder, model_id=cfg.model)
             backend = Backend(spec, resolved_device, resolved_dtype, cfg.token_budget, kernels)
             _backends[backend_key] = backend
         encoder = Encoder(cfg, backend)
         _encoders[encoder_key] = encoder
         return encoder
-
-
-def _model_id(model: str, folder: Path) -> str:
-    """The hub id as given, or the absolute folder for a local path (loadable from anywhere)."""
-    return str(folder) if Path(model).expanduser().is_dir() else model
 
 
 def loaded_backends() -> int:

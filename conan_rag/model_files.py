@@ -176,6 +176,29 @@ def resolve_model(model: str | Path, revision: str | None = None) -> Path:
         ) from None
 
 
+def canonical_model_id(folder: Path) -> str:
+    """One name per resolved model folder, whatever spelling loaded it.
+
+    The bundled MiniLM is ``"sentence-transformers/all-MiniLM-L6-v2"``; a snapshot in the Hugging
+    Face cache (``models--ORG--NAME/snapshots/REV``) is ``"ORG/NAME"``; any other folder is its
+    absolute path. Each resolves back to the same folder with :func:`resolve_model`.
+
+    Example:
+        >>> canonical_model_id(resolve_model(BUNDLED_MINILM))
+        'sentence-transformers/all-MiniLM-L6-v2'
+    """
+    folder = folder.resolve()
+    try:
+        if folder == bundled_minilm_path().resolve():
+            return BUNDLED_MINILM
+    except ConanModelError:
+        pass
+    parts = folder.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3].removeprefix("models--").replace("--", "/", 1)
+    return str(folder)
+
+
 def _pooling_spec(config: dict[str, Any], folder: Path) -> PoolingSpec:
     mode: Any = config.get("pooling_mode")
     if mode is None:

@@ -57,7 +57,9 @@ def test_ingest_query_info_and_guard(
     # a different model is refused, naming both, and nothing is written
     assert main(["query", "x", "--model", str(minilm_path), *common]) == 2
     err = capsys.readouterr().err
-    assert "CollectionMismatch" not in err and str(conan_tiny) in err and str(minilm_path) in err
+    # both models are named; the bundled MiniLM by its canonical id, whatever path loaded it
+    assert "CollectionMismatch" not in err and str(conan_tiny) in err
+    assert "sentence-transformers/all-MiniLM-L6-v2" in err
     assert main(["ingest", str(docs), "--model", str(minilm_path), *common]) == 2
     capsys.readouterr()
     assert main(["info", *common]) == 0 and _json(capsys)["chunks"] == info["chunks"]

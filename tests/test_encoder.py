@@ -239,9 +239,12 @@ def test_out_of_memory_halves_budget_and_retries(
     backend.token_budget = budget
 
 
-def test_model_id_is_what_each_encoder_was_loaded_from(minilm_path: Path) -> None:
-    by_id = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu", dtype="float32")
+def test_model_id_is_canonical_whatever_spelling_loaded_it(
+    minilm_path: Path, conan_tiny: Path
+) -> None:
     by_folder = load_encoder(str(minilm_path), device="cpu", dtype="float32")
-    assert by_id.backend is by_folder.backend  # one set of weights
+    by_id = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu", dtype="float32")
+    assert by_id is by_folder  # same resolved model: one instance
     assert by_id.model_id == "sentence-transformers/all-MiniLM-L6-v2"
-    assert by_folder.model_id == str(minilm_path)
+    relative = os.path.relpath(conan_tiny)
+    assert load_encoder(relative, device="cpu", dtype="float32").model_id == str(conan_tiny)
