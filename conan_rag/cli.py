@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -202,7 +203,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     if args.thresholds:
         rows = evaluation.threshold_sweep(data.qrels, run, evaluation.parse_range(args.thresholds))
-        result["sweep"] = rows
+        result["sweep"] = [  # undefined precision/F1 (nothing kept) is null in JSON
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+            for row in rows
+        ]
         if args.plot:
             title = f"{data.name} ({mode}) {encoder.model_id.split('/')[-1]}"
             result["plot"] = str(evaluation.plot_sweep(rows, args.plot, title))
@@ -218,9 +222,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if "sweep" in result:
         print(f"\n{'threshold':>9} {'precision':>9} {'recall':>7} {'f1':>6} {'retrieved':>9}")
         for row in result["sweep"]:
+            precision, f1 = (
+                "-" if row[k] is None else f"{row[k]:.4f}" for k in ("precision", "f1")
+            )
             print(
-                f"{row['threshold']:>9.3f} {row['precision']:>9.4f} {row['recall']:>7.4f} "
-                f"{row['f1']:>6.4f} {int(row['retrieved']):>9d}"
+                f"{row['threshold']:>9.3f} {precision:>9} {row['recall']:>7.4f} "
+                f"{f1:>6} {int(row['retrieved']):>9d}"
             )
         if "plot" in result:
             print(f"plot: {result['plot']}")

@@ -152,6 +152,8 @@ def threshold_sweep(qrels: Qrels, run: Run, thresholds: Sequence[float]) -> list
     """Micro-averaged precision, recall and F1 of "every document scoring >= t" per threshold.
 
     Recall counts against all judged-relevant documents, so it is bounded by the run's depth.
+    Where no document scores ``>= t``, precision and F1 are undefined: they are ``nan`` (plots
+    leave a gap; JSON output writes ``null``).
 
     Example:
         >>> threshold_sweep({"q": {"a": 1}}, {"q": {"a": 0.8, "b": 0.3}}, [0.5])[0]["f1"]
@@ -166,9 +168,12 @@ def threshold_sweep(qrels: Qrels, run: Run, thresholds: Sequence[float]) -> list
                 if score >= t:
                     retrieved += 1
                     correct += relevance.get(doc, 0) >= 1
-        precision = correct / retrieved if retrieved else 0.0
+        precision = correct / retrieved if retrieved else math.nan
         recall = correct / total_relevant if total_relevant else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        if not retrieved:
+            f1 = math.nan
+        else:
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         rows.append({"threshold": t, "precision": precision, "recall": recall, "f1": f1,
                      "retrieved": float(retrieved)})  # fmt: skip
     return rows
@@ -200,14 +205,13 @@ def plot_sweep(rows: Sequence[Mapping[str, float]], path: str | Path, title: str
         ImportError: matplotlib is not installed (``pip install matplotlib``).
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("The threshold plot needs matplotlib: pip install matplotlib") from exc
     xs = [r["threshold"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    # A bare Figure renders with Agg without touching pyplot's global backend (e.g. in Jupyter).
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     for name in ("precision", "recall", "f1"):
         ax.plot(xs, [r[name] for r in rows], marker="o", markersize=3, label=name)
     ax.set_xlabel("cosine similarity threshold")
@@ -219,7 +223,6 @@ def plot_sweep(rows: Sequence[Mapping[str, float]], path: str | Path, title: str
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -85,7 +86,14 @@ def test_threshold_sweep_and_plot(tmp_path: Path) -> None:
         2 / 3
     )
     assert rows[2]["retrieved"] == 1 and rows[2]["f1"] == pytest.approx(0.5)
+    (empty,) = threshold_sweep(qrels, run, [0.95])
+    assert empty["retrieved"] == 0 and empty["recall"] == 0.0
+    assert math.isnan(empty["precision"]) and math.isnan(empty["f1"])  # undefined, not 0
+    import matplotlib
+
+    backend = matplotlib.get_backend()
     png = plot_sweep(rows, tmp_path / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == backend  # plotting leaves the user's backend alone
     with pytest.raises(ConanConfigError, match="START:STOP:STEP"):
         parse_range("0.2-0.8")
