@@ -250,10 +250,14 @@ class Chunker:
 
     @staticmethod
     def _cut(priority: list[int], start: int, hard_end: int, n: int) -> int:
-        """Best cut in ``(start + half, hard_end]``: highest priority, then latest."""
+        """Best cut in ``(start + quarter, hard_end]``: highest priority, then latest.
+
+        Looking back three quarters of the window lets a paragraph or sentence end win over a
+        cut between words (which would strand the end of a sentence in a tiny next chunk).
+        """
         if hard_end >= n:
             return n
-        low = start + max(1, (hard_end - start) // 2)
+        low = start + max(1, (hard_end - start) // 4)
         best, best_priority = hard_end, -2
         for i in range(hard_end, low - 1, -1):
             if priority[i] > best_priority:

@@ -131,3 +131,16 @@ def test_whole_mode_ids_and_errors(minilm) -> None:
         Chunker(minilm, ChunkConfig(max_tokens=10_000))
     with pytest.raises(ConanConfigError, match="tokens"):
         ChunkConfig(mode="pages")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_tokens", [64, 80, 96])
+def test_sentence_end_beats_a_word_cut_in_the_first_half(minilm, max_tokens: int) -> None:
+    # Regression: with max_tokens=80 a sentence end just before the window's middle lost to a
+    # cut between words, stranding "sources." alone in the next chunk.
+    from conan_rag.loaders import load_paths
+
+    corpus = Path(__file__).resolve().parent.parent / "examples" / "corpus" / "transformers.txt"
+    (document,) = load_paths([corpus]).documents
+    chunks = Chunker(minilm, ChunkConfig(max_tokens=max_tokens, overlap_tokens=0)).chunk(document)
+    assert all(c.text.rstrip().endswith((".", "!", "?")) for c in chunks)
+    assert all(len(c.text.split()) > 3 for c in chunks)
