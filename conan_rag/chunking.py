@@ -38,6 +38,9 @@ CHUNK_MODES: tuple[str, ...] = ("tokens", "whole")
 _CJK_END = "。！？；"
 _EN_END = ".!?"
 _CLOSERS = "\"'”’)]）】」』》"
+# Bump when the cutting algorithm changes: it is part of every document hash, so stored chunks
+# cut by an older algorithm are re-chunked (not silently kept as "unchanged") on the next ingest.
+CHUNKER_VERSION = 2
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
@@ -141,6 +144,7 @@ class Chunker:
             json.dumps(
                 {
                     "chunk": self.config.to_dict(),
+                    "version": CHUNKER_VERSION,
                     "limit": self.limit,
                     "encoder": encoder.fingerprint,
                 },

@@ -144,3 +144,12 @@ def test_sentence_end_beats_a_word_cut_in_the_first_half(minilm, max_tokens: int
     chunks = Chunker(minilm, ChunkConfig(max_tokens=max_tokens, overlap_tokens=0)).chunk(document)
     assert all(c.text.rstrip().endswith((".", "!", "?")) for c in chunks)
     assert all(len(c.text.split()) > 3 for c in chunks)
+
+
+def test_hash_covers_chunker_version(minilm, monkeypatch) -> None:
+    import conan_rag.chunking as chunking
+
+    doc = Document("v", "Some text.", "s")
+    before = Chunker(minilm).document_hash(doc)
+    monkeypatch.setattr(chunking, "CHUNKER_VERSION", chunking.CHUNKER_VERSION + 1)
+    assert Chunker(minilm).document_hash(doc) != before  # old chunks get re-cut, not kept
