@@ -15,8 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "encode_throughput.py"
 
-pytest.importorskip("sentence_transformers")
-
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
