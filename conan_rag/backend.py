@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import warnings
@@ -45,6 +46,18 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+# Architectures whose AutoModel builds a pooler (taking add_pooling_layer) we never use.
+_HAS_POOLER = frozenset({"bert", "roberta", "xlm-roberta", "ernie", "camembert", "nezha"})
+
+
+def _model_type(spec: ModelSpec) -> str:
+    try:
+        config = json.loads((spec.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(config.get("model_type", "")) if isinstance(config, dict) else ""
+
+
 def _load_transformer(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
     from transformers import AutoModel
 
@@ -56,6 +69,9 @@ def _load_transformer(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
             f"{spec.path} has neither model.safetensors nor pytorch_model.bin: the "
             f"transformer's weights are missing. {DOWNLOAD_HINT}"
         )
+    kwargs: dict[str, object] = {}
+    if _model_type(spec) in _HAS_POOLER:
+        kwargs["add_pooling_layer"] = False  # its pooler is unused: don't build or load it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -67,19 +83,8 @@ def _load_transformer(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
                 trust_remote_code=False,
                 local_files_only=True,
                 output_loading_info=True,
-                add_pooling_layer=False,
+                **kwargs,
             )
-    except TypeError:
-        # Architectures without a pooler reject add_pooling_layer; retry without it.
-        model, info = AutoModel.from_pretrained(
-            str(spec.path),
-            dtype=dtype,
-            attn_implementation="sdpa",
-            use_safetensors=has_safetensors,
-            trust_remote_code=False,
-            local_files_only=True,
-            output_loading_info=True,
-        )
     except Exception as exc:  # noqa: BLE001 - report every loader failure the same way
         weights = "model.safetensors" if has_safetensors else "pytorch_model.bin"
         raise ConanModelError(
