@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from conan_rag.model_files import BUNDLED_MINILM, resolve_model
+from conan_rag.model.files import BUNDLED_MINILM, resolve_model
 from conan_rag.testing import build_conan_layout_model
 
 REPO_ROOT = Path(__file__).resolve().parent

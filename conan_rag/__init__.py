@@ -1,5 +1,8 @@
 """conan-rag: Conan-embedding-v1 (and any sentence-transformers folder) for RAG, fast and exact.
 
+The public API of the encoder core. The RAG application lives in :mod:`conan_rag.rag`
+(``pip install 'conan-rag[rag]'``), the Chroma embedding function in :mod:`conan_rag.chroma`.
+
 Example:
     >>> import conan_rag
     >>> enc = conan_rag.load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
@@ -10,24 +13,31 @@ Example:
 from __future__ import annotations
 
 from conan_rag.config import EncoderConfig
-from conan_rag.encoder import Encoder, load_encoder
+from conan_rag.encoder import Encoder
 from conan_rag.errors import (
     CollectionMismatchError,
     ConanConfigError,
+    ConanInputError,
     ConanModelError,
     ConanRagError,
+    ConanTypeError,
+    ModelNotFoundError,
 )
-from conan_rag.model_files import BUNDLED_MINILM, DEFAULT_MODEL
+from conan_rag.model.files import BUNDLED_MINILM, DEFAULT_MODEL
+from conan_rag.registry import load_encoder
 
 __all__ = [
     "BUNDLED_MINILM",
     "DEFAULT_MODEL",
     "CollectionMismatchError",
     "ConanConfigError",
+    "ConanInputError",
     "ConanModelError",
     "ConanRagError",
+    "ConanTypeError",
     "Encoder",
     "EncoderConfig",
+    "ModelNotFoundError",
     "load_encoder",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -15,7 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from conan_rag.errors import ConanConfigError
-from conan_rag.model_files import DEFAULT_MODEL
+from conan_rag.model.files import DEFAULT_MODEL
+from conan_rag.runtime.cpu_kernels import CHOICES as CPU_KERNEL_CHOICES
+
+# Padded tokens per batch when ``token_budget`` is None. CPU: big enough to fill the cores'
+# GEMMs, small enough for cache; GPU: enough rows to fill the device.
+DEFAULT_TOKEN_BUDGETS: dict[str, int] = {"cpu": 8192, "cuda": 65536, "mps": 16384}
+DEFAULT_MAX_BATCH_SIZE = 512
+DEFAULT_BATCH_WAIT_MS = 2.0
+
+
+def default_token_budget(device: str) -> int:
+    """The token budget used on ``device`` (``"cpu"``, ``"cuda:1"``, ...) when none is set.
+
+    Example:
+        >>> default_token_budget("cuda:1")
+        65536
+    """
+    return DEFAULT_TOKEN_BUDGETS.get(device.split(":", 1)[0], DEFAULT_TOKEN_BUDGETS["cpu"])
 
 
 @dataclass(frozen=True)
@@ -35,15 +52,16 @@ class EncoderConfig:
             prompt (or none).
         truncate_dim: keep only the first N dimensions (then re-normalize); ``None`` keeps all.
         max_seq_length: truncate texts at this many tokens; ``None`` uses the model's limit.
-        token_budget: most padded tokens in one batch; ``None`` picks per device.
+        token_budget: most padded tokens in one batch of this encoder; ``None`` picks per device
+            (:data:`DEFAULT_TOKEN_BUDGETS`). Encoders sharing weights keep their own budgets.
         max_batch_size: most texts in one batch.
         use_queue: send encodes through the backend's batching queue (one worker thread that
             coalesces concurrent callers); ``False`` runs each call's batches directly, one
             caller at a time.
         batch_wait_ms: the longest a request waits in the queue for others to share its batch.
         cpu_kernels: float32 CPU linear layers: ``"auto"`` times torch/MKL, oneDNN and numpy's
-            BLAS at load and runs the fastest (:mod:`conan_rag.cpu_kernels`); ``"off"`` keeps
-            torch's own; ``"torch"``, ``"onednn"``, ``"numpy"`` force one.
+            BLAS at load and runs the fastest (:mod:`conan_rag.runtime.cpu_kernels`); ``"off"``
+            keeps torch's own; ``"torch"``, ``"onednn"``, ``"numpy"`` force one.
     """
 
     model: str = DEFAULT_MODEL
@@ -55,31 +73,49 @@ class EncoderConfig:
     truncate_dim: int | None = None
     max_seq_length: int | None = None
     token_budget: int | None = None
-    max_batch_size: int = 512
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     use_queue: bool = True
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
     cpu_kernels: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("truncate_dim", "max_seq_length", "token_budget"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConanConfigError(f"{name} must be a positive integer or None, not {value!r}.")
-        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConanConfigError(
+                    f"{name} must be a positive integer or None, not {value!r}.",
+                    setting=name,
+                    value=value,
+                )
+        size = self.max_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConanConfigError(
-                f"max_batch_size must be a positive integer, not {self.max_batch_size!r}."
+                f"max_batch_size must be a positive integer, not {size!r}.",
+                setting="max_batch_size",
+                value=size,
             )
         if not isinstance(self.use_queue, bool):
-            raise ConanConfigError(f"use_queue must be True or False, not {self.use_queue!r}.")
+            raise ConanConfigError(
+                f"use_queue must be True or False, not {self.use_queue!r}.",
+                setting="use_queue",
+                value=self.use_queue,
+                choices=(True, False),
+            )
         wait = self.batch_wait_ms
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 1000:
             raise ConanConfigError(
-                f"batch_wait_ms must be a number of milliseconds in [0, 1000], not {wait!r}."
+                f"batch_wait_ms must be a number of milliseconds in [0, 1000], not {wait!r}.",
+                setting="batch_wait_ms",
+                value=wait,
             )
-        kernels = ("auto", "off", "torch", "onednn", "numpy")  # conan_rag.cpu_kernels.CHOICES
-        if self.cpu_kernels not in kernels:
+        if self.cpu_kernels not in CPU_KERNEL_CHOICES:
             raise ConanConfigError(
-                f"cpu_kernels must be one of {list(kernels)}, not {self.cpu_kernels!r}."
+                f"cpu_kernels must be one of {list(CPU_KERNEL_CHOICES)}, not {self.cpu_kernels!r}.",
+                setting="cpu_kernels",
+                value=self.cpu_kernels,
+                choices=CPU_KERNEL_CHOICES,
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,7 +129,9 @@ class EncoderConfig:
         unknown = sorted(set(data) - valid)
         if unknown:
             raise ConanConfigError(
-                f"Unknown encoder setting(s) {unknown}; valid settings are {sorted(valid)}."
+                f"Unknown encoder setting(s) {unknown}; valid settings are {sorted(valid)}.",
+                setting=unknown[0],
+                choices=sorted(valid),
             )
         return cls(**data)
 

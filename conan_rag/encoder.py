@@ -1,17 +1,18 @@
-"""Encoder: texts in, float32 vectors out; and ``load_encoder``, the per-process shared registry.
+"""Encoder: texts in, float32 vectors out (prompts, truncation, normalization, batching).
+
+Build one with :func:`conan_rag.load_encoder` (:mod:`conan_rag.registry`), which shares one
+instance per model, device, dtype and settings.
 
 Example:
+    >>> from conan_rag import load_encoder
     >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     >>> enc.encode(["a cat", "a dog"]).shape
     (2, 384)
-    >>> enc is load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
-    True
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import cached_property
 from typing import Any, Literal
@@ -19,13 +20,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from conan_rag.backend import Backend
-from conan_rag.batching import plan_batches
-from conan_rag.config import EncoderConfig
-from conan_rag.devices import resolve_device, resolve_dtype
-from conan_rag.errors import ConanConfigError
-from conan_rag.fingerprint import model_fingerprint
-from conan_rag.model_files import canonical_model_id, read_model_spec, resolve_model
+from conan_rag.config import EncoderConfig, default_token_budget
+from conan_rag.errors import ConanConfigError, ConanTypeError
+from conan_rag.model.fingerprint import model_fingerprint
+from conan_rag.runtime.backend import Backend
+from conan_rag.serving.batching import plan_batches
+from conan_rag.serving.queue import BatchQueue
 
 Kind = Literal["query", "document"]
 KINDS: tuple[str, ...] = ("query", "document")
@@ -38,15 +38,16 @@ ASYNC_TEXTS = 256  # aencode hands at most this many texts to the queue's worker
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, (str, bytes)):
-        raise TypeError(
+        raise ConanTypeError(
             "encode() takes a list of strings, not a single string; wrap it: encode([text])."
         )
     items = list(texts)
     for index, text in enumerate(items):
         if not isinstance(text, str):
-            raise TypeError(
+            raise ConanTypeError(
                 f"texts[{index}] is {type(text).__name__}, not str; convert or drop it "
-                "(bytes: .decode('utf-8'))."
+                "(bytes: .decode('utf-8')).",
+                index=index,
             )
     return items
 
@@ -54,25 +55,37 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 class Encoder:
     """A sentence-transformers model run by plain torch + transformers.
 
-    Build it with :func:`load_encoder`, which shares one instance per model, device and dtype.
-    Texts longer than :attr:`max_seq_length` tokens (prompt included) are truncated.
+    Build it with :func:`conan_rag.load_encoder`, which shares one instance per model, device,
+    dtype and settings. Texts longer than :attr:`max_seq_length` tokens (prompt included) are
+    truncated.
+
+    Args:
+        config: the settings (``model`` is the canonical id of the loaded folder).
+        backend: the loaded weights, possibly shared with other encoders.
+        queue: the batching queue of ``backend`` (shared likewise).
     """
 
-    def __init__(self, config: EncoderConfig, backend: Backend) -> None:
+    def __init__(self, config: EncoderConfig, backend: Backend, queue: BatchQueue) -> None:
         self.config = config
         self.backend = backend
+        self.queue = queue
         spec = backend.spec
         self.spec = spec
         if config.max_seq_length and config.max_seq_length > spec.max_seq_length:
             raise ConanConfigError(
                 f"max_seq_length {config.max_seq_length} exceeds the model's limit "
-                f"{spec.max_seq_length}; pass a value <= {spec.max_seq_length} or None."
+                f"{spec.max_seq_length}; pass a value <= {spec.max_seq_length} or None.",
+                setting="max_seq_length",
+                value=config.max_seq_length,
             )
         if config.truncate_dim and config.truncate_dim > spec.output_dim:
             raise ConanConfigError(
                 f"truncate_dim {config.truncate_dim} exceeds the model's dimension "
-                f"{spec.output_dim}; pass a value <= {spec.output_dim} or None."
+                f"{spec.output_dim}; pass a value <= {spec.output_dim} or None.",
+                setting="truncate_dim",
+                value=config.truncate_dim,
             )
+        self.token_budget: int = config.token_budget or default_token_budget(str(backend.device))
         self.max_seq_length: int = config.max_seq_length or spec.max_seq_length
         self.dim: int = config.truncate_dim or spec.output_dim
         self.model_id: str = config.model  # as loaded: hub id, or absolute folder
@@ -91,7 +104,8 @@ class Encoder:
     def __repr__(self) -> str:
         return (
             f"Encoder(model_id={self.model_id!r}, dim={self.dim}, device='{self.device}', "
-            f"dtype='{self.dtype}', max_seq_length={self.max_seq_length})"
+            f"dtype='{self.dtype}', max_seq_length={self.max_seq_length}, "
+            f"token_budget={self.token_budget})"
         )
 
     @property
@@ -137,7 +151,12 @@ class Encoder:
 
     def _prompt(self, kind: str) -> str:
         if kind not in KINDS:
-            raise ConanConfigError(f"Unknown kind {kind!r}; choose one of {list(KINDS)}.")
+            raise ConanConfigError(
+                f"Unknown kind {kind!r}; choose one of {list(KINDS)}.",
+                setting="kind",
+                value=kind,
+                choices=KINDS,
+            )
         return self.prompts[kind]
 
     def encode(
@@ -147,6 +166,7 @@ class Encoder:
         kind: Kind = "document",
         normalize: bool = True,
         show_progress: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Embed texts.
 
@@ -155,14 +175,17 @@ class Encoder:
             kind: ``"query"`` or ``"document"``: which prompt to prepend.
             normalize: L2-normalize the vectors (then dot product = cosine similarity).
             show_progress: show a progress bar over texts.
+            progress: called with the number of texts finished after every batch the model
+                runs (from the thread running it).
 
         Returns:
             float32 array of shape ``(len(texts), dim)``, rows in input order.
 
         Raises:
-            TypeError: an item is not a ``str`` (the message names its index).
+            ConanTypeError: an item is not a ``str`` (the message names its index).
 
         Example:
+            >>> from conan_rag import load_encoder
             >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
             >>> q = enc.encode(["capital of France"], kind="query")
             >>> d = enc.encode(["Paris is the capital of France.", "Bananas are yellow."])
@@ -170,45 +193,52 @@ class Encoder:
             True
         """
         items = _check_texts(texts)
-        prompt_length = self._prompt_lengths[kind] if kind in KINDS else 0
         self._prompt(kind)
+        prompt_length = self._prompt_lengths[kind]
         out = np.empty((len(items), self.dim), dtype=np.float32)
         bar = None
         if show_progress and items:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(items), desc="Embedding", unit="text")
+        callbacks = [c for c in (progress, None if bar is None else bar.update) if c is not None]
+
+        def report(rows: int) -> None:
+            for callback in callbacks:
+                callback(rows)
+
         pending: list[tuple[int, Future[torch.Tensor]]] = []
         try:
             step = QUEUE_CHUNK if self.config.use_queue else WINDOW
             for start in range(0, len(items), step):
-                window = items[start : start + step]
-                ids = self.tokenize(window, kind=kind)
+                ids = self.tokenize(items[start : start + step], kind=kind)
                 if self.config.use_queue:  # the worker runs it while we tokenize the next window
-                    future = self.backend.queue.submit(
+                    future = self.queue.submit(
                         ids,
                         prompt_length,
                         wait_ms=self.config.batch_wait_ms,
                         max_batch_size=self.config.max_batch_size,
-                        progress=None if bar is None else bar.update,
+                        token_budget=self.token_budget,
+                        progress=report if callbacks else None,
                     )
                     pending.append((start, future))
                     if len(pending) > 1:
                         first, done = pending.pop(0)
                         out[first : first + step] = self._finish(done.result(), normalize)
                     continue
-                batches = plan_batches(
-                    [len(x) for x in ids], self.backend.token_budget, self.config.max_batch_size
-                )
-                with self.backend.forward_lock:
-                    results = self.backend.embed_batches(ids, batches, prompt_length)
-                for batch, vectors in results:
+                budget = self.backend.budget(self.token_budget)
+                for batch in plan_batches(
+                    [len(x) for x in ids], budget, self.config.max_batch_size
+                ):
+                    vectors = self.backend.embed([ids[i] for i in batch], prompt_length)
                     out[[start + i for i in batch]] = self._finish(vectors, normalize)
-                    if bar is not None:
-                        bar.update(len(batch))
-            for first, done in pending:
+                    report(len(batch))
+            while pending:
+                first, done = pending.pop(0)
                 out[first : first + step] = self._finish(done.result(), normalize)
         finally:
+            for _, future in pending:  # interrupted (Ctrl-C, error): drop what is not yet run
+                future.cancel()
             if bar is not None:
                 bar.close()
         return out
@@ -229,6 +259,7 @@ class Encoder:
 
         Example:
             >>> import asyncio
+            >>> from conan_rag import load_encoder
             >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
             >>> asyncio.run(enc.aencode(["hi"])).shape
             (1, 384)
@@ -240,12 +271,13 @@ class Encoder:
             return await asyncio.to_thread(
                 self.encode, _check_texts(texts), kind=kind, normalize=normalize
             )
-        future = self.backend.queue.submit_texts(
+        future = self.queue.submit_texts(
             items,
             self.max_seq_length,
             self._prompt_lengths[kind],
             wait_ms=self.config.batch_wait_ms,
             max_batch_size=self.config.max_batch_size,
+            token_budget=self.token_budget,
         )
         return self._finish(await asyncio.wrap_future(future), normalize)
 
@@ -256,89 +288,3 @@ class Encoder:
         if normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
         return vectors.numpy()
-
-
-_registry_lock = threading.Lock()
-_backends: dict[tuple[str, str | None, str, str, str], Backend] = {}
-_encoders: dict[tuple[Any, ...], Encoder] = {}
-
-
-def load_encoder(
-    model: str | None = None,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    config: EncoderConfig | None = None,
-    **settings: Any,
-) -> Encoder:
-    """Load (or reuse) the encoder for a model, shared by every caller in this process.
-
-    Args:
-        model: model folder, hub id in the local cache, or
-            ``"sentence-transformers/all-MiniLM-L6-v2"``; default Conan-embedding-v1.
-        device: ``"auto"`` picks cuda, then mps, then cpu.
-        dtype: ``"auto"`` picks bf16 on CUDA (fp16 without bf16), bf16 on CPUs with native
-            bf16, else float32.
-        config: a whole :class:`EncoderConfig`; ``model``/``device``/``dtype``/``settings``
-            override its fields.
-        **settings: other :class:`EncoderConfig` fields (``truncate_dim``, ``query_prompt``, ...).
-
-    Returns:
-        The same :class:`Encoder` for the same resolved model, revision, device, dtype and
-        settings; encoders differing only in settings share one set of weights.
-
-    Raises:
-        ConanModelError: the model cannot be found or its folder is incomplete or corrupt.
-        ConanConfigError: an unknown setting, device or dtype (the message lists valid ones).
-
-    Example:
-        >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", truncate_dim=128)
-        >>> enc.dim
-        128
-    """
-    base = config or EncoderConfig()
-    changes: dict[str, Any] = dict(settings)
-    if model is not None:
-        changes["model"] = str(model)
-    if config is None or device != "auto":
-        changes["device"] = device
-    if config is None or dtype != "auto":
-        changes["dtype"] = dtype
-    cfg = base.replace(**changes)
-    folder = resolve_model(cfg.model, cfg.revision)
-    resolved_device = resolve_device(cfg.device)
-    resolved_dtype = resolve_dtype(cfg.dtype, resolved_device)
-    # The CPU linear kernels (conan_rag.cpu_kernels) only apply to float32 on the CPU.
-    cpu_fp32 = resolved_device == "cpu" and resolved_dtype == "float32"
-    kernels = cfg.cpu_kernels if cpu_fp32 else "off"
-    backend_key = (str(folder), cfg.revision, resolved_device, resolved_dtype, kernels)
-    cfg = cfg.replace(model=canonical_model_id(folder))  # one spelling per model, loadable anywhere
-    encoder_key = (
-        *backend_key,
-        *sorted(cfg.replace(model="", device="", dtype="").to_dict().items()),
-    )
-    with _registry_lock:
-        encoder = _encoders.get(encoder_key)
-        if encoder is not None:
-            return encoder
-        backend = _backends.get(backend_key)
-        if backend is None:
-            spec = read_model_spec(folder, model_id=cfg.model)
-            backend = Backend(spec, resolved_device, resolved_dtype, cfg.token_budget, kernels)
-            _backends[backend_key] = backend
-        encoder = Encoder(cfg, backend)
-        _encoders[encoder_key] = encoder
-        return encoder
-
-
-def loaded_backends() -> int:
-    """How many distinct sets of weights this process has loaded (for tests and diagnostics)."""
-    with _registry_lock:
-        return len(_backends)
-
-
-def clear_registry() -> None:
-    """Forget every shared encoder (their memory is freed once no caller holds them)."""
-    with _registry_lock:
-        _encoders.clear()
-        _backends.clear()

@@ -1,18 +1,26 @@
-"""One exception family for conan-rag; every message names the problem and the fix.
+"""One exception family for conan-rag: every error raised on purpose is a :class:`ConanRagError`.
+
+Errors carry data (the model, the path, the setting, the valid choices) as attributes, and their
+messages speak in library terms (argument names, not command-line flags). The ``conan-rag``
+command turns them into advice about its own flags (:mod:`conan_rag.cli`).
+
+Each class also derives from the built-in exception a caller would expect (``ValueError``,
+``TypeError``, ``FileNotFoundError``, ...), so ``except ValueError`` keeps working.
 
 Example:
     >>> from conan_rag.errors import ConanModelError, ConanRagError
-    >>> issubclass(ConanModelError, ConanRagError)
+    >>> issubclass(ConanModelError, ConanRagError) and issubclass(ConanModelError, ValueError)
     True
+    >>> err = ConanConfigError("Unknown dtype 'fp8'.", setting="dtype", choices=("float32",))
+    >>> err.setting, err.choices
+    ('dtype', ('float32',))
 """
 
 from __future__ import annotations
 
-DOWNLOAD_HINT = (
-    "Download the model once with `huggingface-cli download TencentBAC/Conan-embedding-v1` "
-    "(or `hf download TencentBAC/Conan-embedding-v1`), or pass the path of a local "
-    "sentence-transformers folder."
-)
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 
 class ConanRagError(Exception):
@@ -20,12 +28,173 @@ class ConanRagError(Exception):
 
 
 class ConanModelError(ConanRagError, ValueError):
-    """A model folder is missing, incomplete, corrupt or inconsistent."""
+    """A model cannot be found, or its folder is incomplete, corrupt or inconsistent.
+
+    Attributes:
+        model: the model id or folder asked for (when known).
+        path: the file or folder at fault (when known).
+    """
+
+    def __init__(
+        self, message: str, *, model: str | None = None, path: str | Path | None = None
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.path = Path(path) if path is not None else None
+
+
+class ModelNotFoundError(ConanModelError, FileNotFoundError):
+    """A model id is neither a local folder nor in the local Hugging Face cache.
+
+    Attributes:
+        model: the id asked for.
+        revision: the hub revision asked for (``None``: the default branch).
+    """
+
+    def __init__(self, message: str, *, model: str, revision: str | None = None) -> None:
+        super().__init__(message, model=model)
+        self.revision = revision
 
 
 class ConanConfigError(ConanRagError, ValueError):
-    """A setting has a value that is not one of the valid choices."""
+    """A setting has a value that is not one of the valid choices.
+
+    Attributes:
+        setting: the name of the setting (argument or field), when one is at fault.
+        value: the value given.
+        choices: the valid values, when they can be listed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        setting: str | None = None,
+        value: Any = None,
+        choices: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+        self.choices = tuple(choices) if choices is not None else None
+
+
+class ConanInputError(ConanRagError, ValueError):
+    """An input (a query, a text, a list of paths) cannot be processed as given."""
+
+
+class ConanTypeError(ConanRagError, TypeError):
+    """An input has the wrong type (e.g. ``bytes`` where a ``str`` is expected).
+
+    Attributes:
+        index: the position of the offending item in its list, when there is one.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class InputPathError(ConanInputError, FileNotFoundError):
+    """Paths named as input do not exist; nothing was read, written or deleted.
+
+    Attributes:
+        paths: the missing paths, as given.
+    """
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        listed = ", ".join(repr(p) for p in paths)
+        super().__init__(
+            f"No such file or folder: {listed}. Nothing was ingested or deleted; check the "
+            "spelling of the path(s)."
+        )
+        self.paths = list(paths)
+
+
+class LoaderError(ConanRagError):
+    """A file could not be read as a document.
+
+    Attributes:
+        path: the file.
+        reason: why, in a few words.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class StoreError(ConanRagError, OSError):
+    """A vector store cannot be opened or written.
+
+    Attributes:
+        location: the store folder or server URL.
+        problem: what is wrong, in a few words.
+    """
+
+    def __init__(self, message: str, *, location: str, problem: str) -> None:
+        super().__init__(message)
+        self.location = location
+        self.problem = problem
+
+
+class CollectionNotFoundError(ConanRagError, LookupError):
+    """A collection that should exist does not.
+
+    Attributes:
+        collection: the name asked for.
+        existing: the collections the store holds.
+    """
+
+    def __init__(self, collection: str, existing: Sequence[str]) -> None:
+        super().__init__(
+            f"No collection {collection!r} in this store; it holds {sorted(existing)}. "
+            "Ingest documents into it first, or open one of those."
+        )
+        self.collection = collection
+        self.existing = sorted(existing)
 
 
 class CollectionMismatchError(ConanRagError, ValueError):
-    """A vector collection was built by another encoder than the one opening it."""
+    """A vector collection was built by another encoder than the one opening it.
+
+    Attributes:
+        collection: the collection's name.
+        recorded_model: the model the collection records (``None``: not made by conan-rag).
+        offered_model: the model of the encoder offered.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        collection: str,
+        recorded_model: str | None,
+        offered_model: str,
+    ) -> None:
+        super().__init__(message)
+        self.collection = collection
+        self.recorded_model = recorded_model
+        self.offered_model = offered_model
+
+
+class QueueShutdownError(ConanRagError, RuntimeError):
+    """The encoder's batching queue stopped (interpreter exit) before a request was served."""
+
+
+class DeviceOutOfMemoryError(ConanRagError, MemoryError):
+    """A single text does not fit on the device even alone.
+
+    Attributes:
+        tokens: the length of that text in tokens.
+        device: the device.
+    """
+
+    def __init__(self, tokens: int, device: str) -> None:
+        super().__init__(
+            f"Out of memory on {device} embedding one text of {tokens} tokens; lower "
+            "max_seq_length or use another device."
+        )
+        self.tokens = tokens
+        self.device = device

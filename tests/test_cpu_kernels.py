@@ -1,4 +1,4 @@
-"""The CPU fast path (conan_rag.cpu_kernels): every kernel matches plain torch; tune; disable."""
+"""The CPU fast path (runtime.cpu_kernels): every kernel matches plain torch; tune; disable."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from conan_rag import cpu_kernels
-from conan_rag.backend import Backend
+from conan_rag import load_encoder
 from conan_rag.config import EncoderConfig
-from conan_rag.encoder import load_encoder
 from conan_rag.errors import ConanConfigError
-from conan_rag.model_files import read_model_spec
+from conan_rag.model.spec import read_model_spec
+from conan_rag.runtime import cpu_kernels
+from conan_rag.runtime.backend import Backend
 
 TEXTS = [
     "Paris is the capital of France.",

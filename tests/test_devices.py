@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conan_rag.devices import cpu_has_native_bf16, resolve_device, resolve_dtype
 from conan_rag.errors import ConanConfigError
+from conan_rag.runtime.devices import cpu_has_native_bf16, resolve_device, resolve_dtype
 
 
 def test_auto_device_without_gpu_is_cpu() -> None:

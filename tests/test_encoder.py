@@ -14,9 +14,10 @@ import pytest
 import torch
 
 import conan_rag.encoder as encoder_module
+import conan_rag.registry as registry
 from conan_rag import ConanConfigError, ConanModelError, EncoderConfig, load_encoder
-from conan_rag.backend import Backend
-from conan_rag.errors import ConanRagError
+from conan_rag.errors import ConanTypeError, DeviceOutOfMemoryError
+from conan_rag.runtime.backend import Backend
 from conan_rag.testing import build_conan_layout_model
 from tests.texts import sts_chinese, sts_english
 
@@ -33,8 +34,9 @@ def test_empty_list_gives_zero_rows(minilm: encoder_module.Encoder) -> None:
 
 @pytest.mark.parametrize("bad", [None, b"bytes", 3])
 def test_non_string_names_its_index(minilm: encoder_module.Encoder, bad: object) -> None:
-    with pytest.raises(TypeError, match=r"texts\[1\] is"):
+    with pytest.raises(ConanTypeError, match=r"texts\[1\] is") as info:
         minilm.encode(["ok", bad])  # type: ignore[list-item]
+    assert info.value.index == 1 and isinstance(info.value, TypeError)
 
 
 def test_single_string_is_refused_with_fix(minilm: encoder_module.Encoder) -> None:
@@ -84,13 +86,13 @@ def test_truncate_dim_keeps_prefix_and_renormalizes(conan_tiny: Path) -> None:
 
 def test_same_instance_and_weights_loaded_once(conan_models: dict[str, Path]) -> None:
     folder = str(conan_models["mean"])
-    before = encoder_module.loaded_backends()
+    before = registry.loaded_backends()
     first = load_encoder(folder, device="cpu", dtype="float32")
     again = load_encoder(folder + "/", device="cpu", dtype="float32")
     assert first is again
     other_prompt = load_encoder(folder, device="cpu", dtype="float32", query_prompt="q: ")
     assert other_prompt is not first and other_prompt.backend is first.backend
-    assert encoder_module.loaded_backends() <= before + 1
+    assert registry.loaded_backends() <= before + 1
 
 
 def test_racing_threads_load_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,10 +209,13 @@ def test_malicious_bin_is_never_executed(
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
 
 
-def test_out_of_memory_halves_budget_and_retries(
-    minilm_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_out_of_memory_splits_the_batch_and_caps_later_plans(
+    conan_tiny: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    encoder = load_encoder(str(minilm_path), device="cpu", dtype="float32", token_budget=4096)
+    # float32: the vectors after the split must equal the unsplit ones exactly.
+    encoder = load_encoder(
+        str(conan_tiny), device="cpu", dtype="float32", token_budget=4096, use_queue=False
+    )
     backend = encoder.backend
     real = Backend.embed_ids
     sizes: list[int] = []
@@ -223,20 +228,54 @@ def test_out_of_memory_halves_budget_and_retries(
 
     texts = sts_english(40)
     expected = encoder.encode(texts)
-    budget = backend.token_budget
+    monkeypatch.setattr(backend, "memory_cap", None)
     monkeypatch.setattr(Backend, "embed_ids", flaky)
     got = encoder.encode(texts)
     assert (got * expected).sum(axis=1).min() >= 0.99999
-    assert backend.token_budget < budget
     assert max(sizes) > 8 and any(s <= 8 for s in sizes)
+    # the device's limit is recorded apart: the encoder's own budget is never rewritten
+    assert backend.memory_cap is not None and backend.budget(4096) < 4096
+    assert encoder.token_budget == 4096
 
     def always_oom(self: Backend, ids: list[list[int]], prompt_length: int = 0) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
     monkeypatch.setattr(Backend, "embed_ids", always_oom)
-    with pytest.raises(ConanRagError, match="Out of memory"):
+    with pytest.raises(DeviceOutOfMemoryError, match="Out of memory") as info:
         encoder.encode(["one text"])
-    backend.token_budget = budget
+    assert info.value.tokens == len(encoder.tokenize(["one text"])[0])
+
+
+@pytest.mark.parametrize("use_queue", [True, False])
+def test_token_budget_is_per_encoder(
+    conan_tiny: Path, monkeypatch: pytest.MonkeyPatch, use_queue: bool
+) -> None:
+    # Two encoders on one set of weights, each with its own budget: each plans its own batches.
+    small = load_encoder(
+        str(conan_tiny), device="cpu", dtype="float32", token_budget=64, use_queue=use_queue
+    )
+    large = load_encoder(
+        str(conan_tiny), device="cpu", dtype="float32", token_budget=8192, use_queue=use_queue
+    )
+    assert small.backend is large.backend and (small.token_budget, large.token_budget) == (64, 8192)
+    costs: list[int] = []
+    real = Backend.embed_ids
+
+    def recording(self: Backend, ids: list[list[int]], prompt_length: int = 0) -> torch.Tensor:
+        costs.append(len(ids) * max(len(x) for x in ids))
+        return real(self, ids, prompt_length)
+
+    monkeypatch.setattr(Backend, "embed_ids", recording)
+    texts = [f"细胞 gene {i} 蛋白质" for i in range(60)]  # ~9 tokens each
+    want = large.encode(texts)
+    assert max(costs) > 64  # the large budget batches many texts together
+    costs.clear()
+    got = small.encode(texts)
+    assert max(costs) <= 64 and len(costs) > 5
+    assert (got * want).sum(axis=1).min() >= 0.99999
+    costs.clear()
+    large.encode(texts)
+    assert max(costs) > 64  # the small encoder did not change the shared weights' budget
 
 
 def test_model_id_is_canonical_whatever_spelling_loaded_it(

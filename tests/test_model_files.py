@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conan_rag.errors import ConanModelError
-from conan_rag.model_files import (
-    BUNDLED_MINILM,
-    POOLING_MODES,
-    read_model_spec,
-    resolve_model,
-)
+from conan_rag.errors import ConanModelError, ModelNotFoundError
+from conan_rag.model.files import BUNDLED_MINILM, resolve_model
+from conan_rag.model.spec import POOLING_MODES, read_model_spec
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:
@@ -25,7 +21,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 def test_bundled_minilm_resolves_offline(minilm_path: Path) -> None:
     assert resolve_model(BUNDLED_MINILM) == minilm_path
-    spec = read_model_spec(minilm_path, model_id=BUNDLED_MINILM)
+    spec = read_model_spec(minilm_path)
     assert (spec.pooling.mode, spec.output_dim, spec.max_seq_length) == ("mean", 384, 256)
     assert spec.normalize is True and spec.dense == ()
 
@@ -45,13 +41,19 @@ def test_conan_layout_spec(conan_tiny: Path) -> None:
 
 
 def test_missing_folder_names_download_command() -> None:
-    with pytest.raises(ConanModelError, match="huggingface-cli download TencentBAC"):
+    with pytest.raises(ModelNotFoundError, match="hf download TencentBAC/Conan-embedding-v1"):
         resolve_model("/no/such/folder/Conan-embedding-v1")
 
 
 def test_uncached_hub_id_names_download_command() -> None:
-    with pytest.raises(ConanModelError, match="not in the local Hugging Face cache"):
+    with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache") as info:
         resolve_model("TencentBAC/Conan-embedding-v1-not-here")
+    message = str(info.value)
+    # today's command and the one older huggingface_hub releases ship, for this very model
+    assert "`hf download TencentBAC/Conan-embedding-v1-not-here`" in message
+    assert "`huggingface-cli download TencentBAC/Conan-embedding-v1-not-here`" in message
+    assert info.value.model == "TencentBAC/Conan-embedding-v1-not-here"
+    assert "--model" not in message  # library errors name no command-line flags
 
 
 def test_plain_transformers_folder_says_which_pooling(conan_tiny: Path, tmp_path: Path) -> None:

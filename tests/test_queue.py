@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import conan_rag.queue as queue_module
+import conan_rag.serving.queue as queue_module
 from conan_rag import load_encoder
 from conan_rag.config import EncoderConfig
 from conan_rag.encoder import Encoder
@@ -52,7 +52,7 @@ def _check(texts: list[str], got: np.ndarray, reference: dict[str, np.ndarray]) 
 def test_32_threads_x_50_mixed_requests_equal_sequential(
     minilm: Encoder, pool: list[str], reference: dict[str, np.ndarray]
 ) -> None:
-    queue = minilm.backend.queue
+    queue = minilm.queue
     before = queue.batches_run
     worst: list[float] = []
     errors: list[BaseException] = []
@@ -89,10 +89,10 @@ async def test_200_asyncio_tasks_equal_sequential(
 
     monkeypatch.setattr(asyncio, "to_thread", no_threads)
     requests = [[pool[i % len(pool)], pool[(7 * i) % len(pool)]][: 1 + i % 2] for i in range(200)]
-    before = minilm.backend.queue.batches_run
+    before = minilm.queue.batches_run
     results = await asyncio.gather(*(minilm.aencode(texts) for texts in requests))
     assert min(_check(t, r, reference) for t, r in zip(requests, results, strict=True)) >= 0.99999
-    assert minilm.backend.queue.batches_run - before < 50
+    assert minilm.queue.batches_run - before < 50
     empty = await minilm.aencode([])
     assert empty.shape == (0, 384)
     with pytest.raises(TypeError, match=r"texts\[1\]"):
@@ -102,7 +102,7 @@ async def test_200_asyncio_tasks_equal_sequential(
 def test_failing_request_gets_its_error_and_batch_mates_succeed(
     minilm: Encoder, pool: list[str], reference: dict[str, np.ndarray]
 ) -> None:
-    queue = minilm.backend.queue
+    queue = minilm.queue
     good = [pool[i : i + 2] for i in range(0, 12, 2)]
     ids = [minilm.tokenize(texts) for texts in good]
     bad_ids = [[101, 10**7, 102]]  # far outside the 30,522-token vocab
@@ -122,7 +122,7 @@ def test_failing_request_gets_its_error_and_batch_mates_succeed(
 
 
 def test_wait_bound_is_configurable(minilm: Encoder, pool: list[str]) -> None:
-    queue = minilm.backend.queue
+    queue = minilm.queue
     ids = minilm.tokenize(pool[:1])
     queue.submit(ids, wait_ms=0).result(60)  # warm up
     start = time.perf_counter()
@@ -198,7 +198,7 @@ def test_large_encode_with_progress_bar_and_idle_worker_exit(
     assert _check(texts, out, reference) >= 0.99999
     assert "320/320" in capsys.readouterr().err
     monkeypatch.setattr(queue_module, "IDLE_EXIT_S", 0.2)
-    queue = minilm.backend.queue
+    queue = minilm.queue
     queue.submit(minilm.tokenize(pool[:1]), wait_ms=0).result(60)  # wake: picks up 0.2 s
     deadline = time.monotonic() + 10
     while queue.running and time.monotonic() < deadline:
@@ -219,8 +219,8 @@ def test_process_with_a_busy_queue_exits_promptly(minilm_path: Path) -> None:
             t.start()
         for t in threads:
             t.join()
-        assert enc.backend.queue.running
-        enc.backend.queue.submit(enc.tokenize(["still waiting"]), wait_ms=900)  # left pending
+        assert enc.queue.running
+        enc.queue.submit(enc.tokenize(["still waiting"]), wait_ms=900)  # left pending
         print(time.time(), flush=True)
         """
     )

@@ -9,10 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conan_rag.backend import Backend
-from conan_rag.model_files import read_model_spec
-from conan_rag.testing import build_conan_layout_model
-from conan_rag.varlen import (
+from conan_rag.model.spec import read_model_spec
+from conan_rag.runtime.backend import Backend
+from conan_rag.runtime.varlen import (
     choose_attention,
     embed_varlen,
     pack,
@@ -20,6 +19,7 @@ from conan_rag.varlen import (
     varlen_forward,
     varlen_supported,
 )
+from conan_rag.testing import build_conan_layout_model
 from tests.texts import sts_chinese, sts_english
 
 CPU = torch.device("cpu")
@@ -80,7 +80,7 @@ def test_conan_layout_varlen_embeddings_equal_padded(
 ) -> None:
     backend = _backend(conan_models[variant])
     ids = _mixed_ids(backend)
-    got = embed_varlen(backend, ids, attention=attention)  # type: ignore[arg-type]
+    got = embed_varlen(backend.transformer, backend.head, ids, attention=attention)  # type: ignore[arg-type]
     want = backend.embed_ids(ids)
     assert got.shape == want.shape == (len(ids), 112) and got.dtype == torch.float32
     assert _min_cos(got, want) >= 0.99999
@@ -90,7 +90,7 @@ def test_minilm_varlen_embeddings_equal_padded(minilm_path: Path) -> None:
     backend = _backend(minilm_path)
     ids = _mixed_ids(backend)
     for attention in ("nested", "padded"):
-        got = embed_varlen(backend, ids, attention=attention)  # type: ignore[arg-type]
+        got = embed_varlen(backend.transformer, backend.head, ids, attention=attention)  # type: ignore[arg-type]
         assert _min_cos(got, backend.embed_ids(ids)) >= 0.99999
 
 
@@ -102,7 +102,10 @@ def test_prompt_skipping_pooling_through_packed_tokens(tmp_path: Path) -> None:
     )
     backend = _backend(folder)
     ids = _mixed_ids(backend)[:20]
-    got, want = embed_varlen(backend, ids, prompt_length=1), backend.embed_ids(ids, 1)
+    got, want = (
+        embed_varlen(backend.transformer, backend.head, ids, prompt_length=1),
+        backend.embed_ids(ids, 1),
+    )
     assert _min_cos(got, want) >= 0.99999
     assert _min_cos(got, backend.embed_ids(ids, 0)) < 0.9999  # skipping [CLS] matters
 
@@ -113,8 +116,8 @@ def test_backend_varlen_mode_through_the_encoder_path(conan_tiny: Path) -> None:
     varlen.forward_mode = "varlen"  # what CUDA picks for BERT
     ids = _mixed_ids(padded)
     batches = [[0, 1, 2], list(range(3, len(ids)))]
-    got = varlen.embed_batches(ids, batches, 0)
-    want = padded.embed_batches(ids, batches, 0)
+    got = [(b, varlen.embed([ids[i] for i in b])) for b in batches]
+    want = [(b, padded.embed([ids[i] for i in b])) for b in batches]
     for (order_a, a), (order_b, b) in zip(got, want, strict=True):
         assert order_a == order_b and _min_cos(a, b) >= 0.99999
 
@@ -122,7 +125,7 @@ def test_backend_varlen_mode_through_the_encoder_path(conan_tiny: Path) -> None:
 def test_bf16_varlen_close_to_fp32_padded(conan_tiny: Path) -> None:
     bf16, fp32 = _backend(conan_tiny, "bfloat16"), _backend(conan_tiny)
     ids = _mixed_ids(fp32)
-    got = embed_varlen(bf16, ids, attention="nested")
+    got = embed_varlen(bf16.transformer, bf16.head, ids, attention="nested")
     assert got.dtype == torch.float32
     assert _min_cos(got, fp32.embed_ids(ids)) >= 0.99
 
@@ -154,7 +157,7 @@ def test_cuda_backend_uses_varlen_and_matches_fp32(conan_tiny: Path) -> None:
     ids = _mixed_ids(cpu)
     assert _min_cos(gpu.embed_ids(ids), cpu.embed_ids(ids)) >= 0.99
     for attention in ("nested", "padded"):
-        got = embed_varlen(gpu, ids, attention=attention)  # type: ignore[arg-type]
+        got = embed_varlen(gpu.transformer, gpu.head, ids, attention=attention)  # type: ignore[arg-type]
         assert _min_cos(got, cpu.embed_ids(ids)) >= 0.99
 
 

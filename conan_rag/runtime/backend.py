@@ -1,13 +1,15 @@
 """The loaded model: tokenizer, transformer and head on one device, and the batch forward pass.
 
 One :class:`Backend` exists per (model folder, revision, device, dtype) in a process; every
-:class:`~conan_rag.encoder.Encoder` view with those values shares it.
+:class:`~conan_rag.encoder.Encoder` view with those values shares it. It implements the
+:class:`~conan_rag.serving.queue.BatchRunner` protocol the batching queue runs batches through.
 
 Example:
-    >>> from conan_rag.model_files import read_model_spec, resolve_model
+    >>> from conan_rag.model.files import resolve_model
+    >>> from conan_rag.model.spec import read_model_spec
     >>> spec = read_model_spec(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
     >>> backend = Backend(spec, device="cpu", dtype="float32")
-    >>> backend.embed_ids([[101, 7592, 102]]).shape
+    >>> backend.embed([[101, 7592, 102]]).shape
     torch.Size([1, 384])
 """
 
@@ -18,24 +20,18 @@ import logging
 import threading
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from conan_rag.devices import DTYPES
-from conan_rag.errors import DOWNLOAD_HINT, ConanModelError, ConanRagError
-from conan_rag.model_files import ModelSpec
-from conan_rag.modules import Head
-from conan_rag.varlen import embed_varlen, varlen_supported
-
-if TYPE_CHECKING:
-    from conan_rag.queue import BatchQueue
+from conan_rag.errors import ConanModelError, DeviceOutOfMemoryError
+from conan_rag.model.files import PYTORCH_BIN, SAFETENSORS, WEIGHT_FILES, download_hint
+from conan_rag.model.modules import Head
+from conan_rag.model.spec import ModelSpec
+from conan_rag.runtime.devices import DTYPES
+from conan_rag.runtime.varlen import embed_varlen, varlen_supported
 
 logger = logging.getLogger(__name__)
-
-# Padded tokens per batch. CPU: big enough to fill the cores' GEMMs, small enough for cache.
-DEFAULT_TOKEN_BUDGET = {"cpu": 8192, "cuda": 65536, "mps": 16384}
 
 
 def _quiet_transformers() -> None:
@@ -63,11 +59,12 @@ def _load_transformer(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
 
     _quiet_transformers()
 
-    has_safetensors = (spec.path / "model.safetensors").is_file()
-    if not has_safetensors and not (spec.path / "pytorch_model.bin").is_file():
+    has_safetensors = (spec.path / SAFETENSORS).is_file()
+    if not has_safetensors and not (spec.path / PYTORCH_BIN).is_file():
         raise ConanModelError(
-            f"{spec.path} has neither model.safetensors nor pytorch_model.bin: the "
-            f"transformer's weights are missing. {DOWNLOAD_HINT}"
+            f"{spec.path} has neither {' nor '.join(WEIGHT_FILES)}: the transformer's weights "
+            f"are missing. {download_hint(spec.path.name)}",
+            path=spec.path,
         )
     kwargs: dict[str, object] = {}
     if _model_type(spec) in _HAS_POOLER:
@@ -86,17 +83,19 @@ def _load_transformer(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
                 **kwargs,
             )
     except Exception as exc:  # noqa: BLE001 - report every loader failure the same way
-        weights = "model.safetensors" if has_safetensors else "pytorch_model.bin"
+        weights = SAFETENSORS if has_safetensors else PYTORCH_BIN
         raise ConanModelError(
             f"Cannot load the transformer from {spec.path} ({weights}): "
             f"{type(exc).__name__}: {str(exc)[:300]}. The folder is incomplete or corrupt "
-            f"(conan-rag loads .bin files only with weights_only=True). {DOWNLOAD_HINT}"
+            "(conan-rag loads .bin files only with weights_only=True); re-download the model.",
+            path=spec.path / weights,
         ) from None
     missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
     if missing:
         raise ConanModelError(
             f"The weights in {spec.path} lack {len(missing)} tensors the architecture needs "
-            f"(e.g. {missing[:3]}); the file is incomplete. {DOWNLOAD_HINT}"
+            f"(e.g. {missing[:3]}); the file is incomplete: re-download the model.",
+            path=spec.path,
         )
     return model.eval()
 
@@ -111,21 +110,23 @@ def _load_tokenizer(spec: ModelSpec) -> object:
     except Exception as exc:  # noqa: BLE001
         raise ConanModelError(
             f"Cannot load the tokenizer from {spec.path}: {type(exc).__name__}: "
-            f"{str(exc)[:300]}. The folder needs tokenizer.json or vocab.txt. {DOWNLOAD_HINT}"
+            f"{str(exc)[:300]}. The folder needs tokenizer.json or vocab.txt; re-download the "
+            "model.",
+            path=spec.path,
         ) from None
 
 
 class Backend:
-    """Tokenizer + transformer + head on one device in one dtype. Thread-safe."""
+    """Tokenizer + transformer + head on one device in one dtype. Thread-safe.
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        device: str,
-        dtype: str,
-        token_budget: int | None = None,
-        cpu_kernels: str = "auto",
-    ) -> None:
+    Args:
+        spec: the model folder's spec.
+        device: a resolved device (``"cpu"``, ``"cuda:0"``, ...).
+        dtype: a resolved dtype name (a key of :data:`~conan_rag.runtime.devices.DTYPES`).
+        cpu_kernels: the CPU float32 kernel choice (see :mod:`conan_rag.runtime.cpu_kernels`).
+    """
+
+    def __init__(self, spec: ModelSpec, device: str, dtype: str, cpu_kernels: str = "auto") -> None:
         self.spec = spec
         self.device = torch.device(device)
         self.dtype_name = dtype
@@ -133,36 +134,34 @@ class Backend:
         self.tokenizer = _load_tokenizer(spec)
         self.transformer = _load_transformer(spec, self.dtype).to(self.device)
         self.head = Head(spec).to(self.device).eval()
-        # CPU float32: run the linear layers on the fastest GEMM here (conan_rag.cpu_kernels).
+        # CPU float32: linear layers on the fastest GEMM here (conan_rag.runtime.cpu_kernels).
         self.cpu_kernel = "torch"
         if self.device.type == "cpu" and self.dtype == torch.float32:
-            from conan_rag.cpu_kernels import apply_cpu_fast_path
+            from conan_rag.runtime.cpu_kernels import apply_cpu_fast_path
 
             self.cpu_kernel = apply_cpu_fast_path(self.transformer, cpu_kernels).kernel
-        kind = self.device.type if self.device.type in DEFAULT_TOKEN_BUDGET else "cpu"
-        self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET[kind]
         self.pad_id = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
         self._tokenizer_lock = threading.Lock()
         names = getattr(self.tokenizer, "model_input_names", ["input_ids", "attention_mask"])
         self._wants_token_types = "token_type_ids" in names
-        # One forward at a time: the batching queue's worker, or callers that bypass it.
-        self.forward_lock = threading.Lock()
-        self._queue: BatchQueue | None = None
-        # CUDA + BERT: unpadded forward (conan_rag.varlen); "padded" elsewhere.
+        # One forward at a time, whoever calls (the batching queue's worker or direct callers).
+        self._forward_lock = threading.Lock()
+        # Padded tokens known to run out of device memory, halved: every caller's token budget
+        # is capped by it (the callers' own budgets are never changed). None: no OOM seen.
+        self.memory_cap: int | None = None
+        # CUDA + BERT: unpadded forward (conan_rag.runtime.varlen); "padded" elsewhere.
         self.forward_mode = "padded"
         if self.device.type == "cuda" and varlen_supported(self.transformer):
             self.forward_mode = "varlen"
 
     @property
-    def queue(self) -> BatchQueue:
-        """The batching queue (one worker thread) every encode of this backend goes through."""
-        if self._queue is None:
-            from conan_rag.queue import BatchQueue
+    def output_dim(self) -> int:
+        """Dimension of the (un-truncated) vectors."""
+        return self.spec.output_dim
 
-            with self.forward_lock:
-                if self._queue is None:
-                    self._queue = BatchQueue(self)
-        return self._queue
+    def budget(self, requested: int) -> int:
+        """The token budget to plan with: ``requested``, capped by what fits in memory."""
+        return requested if self.memory_cap is None else max(1, min(requested, self.memory_cap))
 
     # -- tokenization -------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -203,9 +202,9 @@ class Backend:
 
     @torch.inference_mode()
     def embed_ids(self, ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
-        """Run one batch; returns un-normalized float32 sentence vectors on the CPU."""
+        """Run one batch as given (no lock, no retry): un-normalized float32 vectors on the CPU."""
         if self.forward_mode == "varlen":
-            return embed_varlen(self, ids, prompt_length)
+            return embed_varlen(self.transformer, self.head, ids, prompt_length)
         input_ids, attention = self._tensors(ids)
         kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention}
         if self._wants_token_types:
@@ -215,26 +214,29 @@ class Backend:
         tokens = self.transformer(**kwargs).last_hidden_state
         return self.head(tokens, attention, prompt_length).float().cpu()
 
-    def embed_batches(
-        self, ids: Sequence[Sequence[int]], batches: Sequence[Sequence[int]], prompt_length: int
-    ) -> list[tuple[Sequence[int], torch.Tensor]]:
-        """Run planned batches; on CUDA out-of-memory halve the budget and split the batch."""
-        results: list[tuple[Sequence[int], torch.Tensor]] = []
-        pending = list(batches)
-        while pending:
-            batch = pending.pop(0)
-            try:
-                results.append((batch, self.embed_ids([ids[i] for i in batch], prompt_length)))
-            except torch.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if len(batch) == 1:
-                    raise ConanRagError(
-                        f"Out of memory on {self.device} embedding one text of "
-                        f"{len(ids[batch[0]])} tokens; lower max_seq_length or use another device."
-                    ) from None
-                self.token_budget = max(1, self.token_budget // 2)
-                logger.warning("Out of memory: token budget halved to %d", self.token_budget)
-                half = len(batch) // 2
-                pending[:0] = [batch[:half], batch[half:]]
-        return results
+    def embed(self, ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
+        """Run one planned batch, one caller at a time; rows come back in input order.
+
+        On CUDA out-of-memory the batch is split in halves (and :attr:`memory_cap` set so later
+        plans stay below what failed); a single text that does not fit raises.
+
+        Raises:
+            DeviceOutOfMemoryError: one text alone does not fit on the device.
+        """
+        with self._forward_lock:
+            return self._embed_splitting(ids, prompt_length)
+
+    def _embed_splitting(self, ids: Sequence[Sequence[int]], prompt_length: int) -> torch.Tensor:
+        try:
+            return self.embed_ids(ids, prompt_length)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(ids) == 1:
+                raise DeviceOutOfMemoryError(len(ids[0]), str(self.device)) from None
+            cost = len(ids) * max(len(x) for x in ids)
+            self.memory_cap = max(1, min(self.memory_cap or cost, cost) // 2)
+            logger.warning("Out of memory: batches capped at %d padded tokens", self.memory_cap)
+        half = len(ids) // 2
+        first = self._embed_splitting(ids[:half], prompt_length)
+        return torch.cat([first, self._embed_splitting(ids[half:], prompt_length)])

@@ -13,9 +13,10 @@ The forward reads the weights of a loaded transformers ``BertModel`` through its
 (``embeddings``, ``encoder.layer[i].attention.self.query/key/value``,
 ``attention.output``, ``intermediate``, ``output``), so no weights are copied. Pooling then
 runs on the packed tokens (``cls``) or on a padded view of them (every other mode), through the
-backend's usual :class:`~conan_rag.modules.Head`.
+backend's usual :class:`~conan_rag.model.modules.Head`.
 
-:class:`~conan_rag.backend.Backend` uses it automatically on CUDA for ``model_type == "bert"``.
+:class:`~conan_rag.runtime.backend.Backend` uses it automatically on CUDA for
+``model_type == "bert"``.
 
 Example:
     >>> import torch
@@ -39,8 +40,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from conan_rag.errors import ConanConfigError, ConanInputError
+
 if TYPE_CHECKING:
-    from conan_rag.backend import Backend
+    from conan_rag.model.modules import Head
 
 Attention = Literal["auto", "flash", "nested", "padded"]
 ATTENTIONS: tuple[str, ...] = ("auto", "flash", "nested", "padded")
@@ -83,7 +86,7 @@ def pack(ids: Sequence[Sequence[int]], device: torch.device) -> Packed:
         ([5, 6, 7, 8], [0, 1, 2, 0], [0, 0, 0, 1])
     """
     if not ids or any(len(x) == 0 for x in ids):
-        raise ValueError("pack() needs at least one sequence and no empty sequence.")
+        raise ConanInputError("pack() needs at least one sequence and no empty sequence.")
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -158,9 +161,11 @@ def choose_attention(device: torch.device, dtype: torch.dtype, attention: str = 
         ValueError: ``attention`` is unknown, or ``"flash"`` was asked for where it cannot run.
     """
     if attention not in ATTENTIONS:
-        raise ValueError(f"Unknown attention {attention!r}; choose one of {list(ATTENTIONS)}.")
+        raise ConanConfigError(
+            f"Unknown attention {attention!r}; choose one of {list(ATTENTIONS)}."
+        )
     if attention == "flash" and not _flash_available(device, dtype):
-        raise ValueError(
+        raise ConanConfigError(
             "attention='flash' needs the flash-attn package, a CUDA device and bf16/fp16 "
             "(pip install flash-attn); use 'nested' or 'padded'."
         )
@@ -265,23 +270,24 @@ def varlen_forward(model: Any, packed: Packed, attention: Attention = "auto") ->
 
 @torch.inference_mode()
 def embed_varlen(
-    backend: Backend,
+    transformer: torch.nn.Module,
+    head: Head,
     ids: Sequence[Sequence[int]],
     prompt_length: int = 0,
     attention: Attention = "auto",
 ) -> torch.Tensor:
-    """A backend batch through :func:`varlen_forward` and the head: float32 vectors on the CPU.
+    """A batch through :func:`varlen_forward` and the head: float32 vectors on the CPU.
 
-    Same contract as :meth:`~conan_rag.backend.Backend.embed_ids`.
+    Same contract as :meth:`~conan_rag.runtime.backend.Backend.embed_ids`.
     """
-    packed = pack(ids, backend.device)
-    hidden = varlen_forward(backend.transformer, packed, attention)
-    pooling = backend.spec.pooling
+    packed = pack(ids, next(transformer.parameters()).device)
+    hidden = varlen_forward(transformer, packed, attention)
+    pooling = head.pooling.spec
     if pooling.mode == "cls" and (prompt_length == 0 or pooling.include_prompt):
         firsts = hidden[packed.offsets[:-1]].unsqueeze(1)  # only the [CLS] rows
         mask = torch.ones(firsts.shape[:2], dtype=torch.long, device=firsts.device)
-        vectors = backend.head(firsts, mask, 0)
+        vectors = head(firsts, mask, 0)
     else:
         tokens, mask = unpack(hidden, packed)
-        vectors = backend.head(tokens, mask, prompt_length)
+        vectors = head(tokens, mask, prompt_length)
     return vectors.float().cpu()

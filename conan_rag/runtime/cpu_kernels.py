@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conan_rag.errors import ConanConfigError
+
 logger = logging.getLogger(__name__)
 
 Kernel = Literal["torch", "onednn", "numpy"]
@@ -339,7 +341,7 @@ def apply_cpu_fast_path(model: nn.Module, kernel: str = "auto") -> FastPathRepor
         'torch'
     """
     if kernel not in CHOICES:
-        raise ValueError(f"Unknown cpu kernel {kernel!r}; choose one of {list(CHOICES)}.")
+        raise ConanConfigError(f"Unknown cpu kernel {kernel!r}; choose one of {list(CHOICES)}.")
     if kernel == "off":
         remove_cpu_fast_path(model)
         return FastPathReport(kernel="torch")
@@ -350,7 +352,7 @@ def apply_cpu_fast_path(model: nn.Module, kernel: str = "auto") -> FastPathRepor
         kernel, timings = autotune(model)
         logger.info("CPU linear kernel: %s (autotune %s)", kernel, timings)
     elif kernel not in available_kernels():
-        raise ValueError(f"cpu kernel {kernel!r} is not available in this torch build.")
+        raise ConanConfigError(f"cpu kernel {kernel!r} is not available in this torch build.")
     report = _patch(model, kernel)
     report.timings = timings
     return report

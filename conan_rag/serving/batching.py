@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from conan_rag.config import DEFAULT_MAX_BATCH_SIZE
+from conan_rag.errors import ConanConfigError
+
 
 def plan_batches(
-    lengths: Sequence[int], token_budget: int, max_batch_size: int = 1024
+    lengths: Sequence[int], token_budget: int, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
 ) -> list[list[int]]:
     """Group indices into batches, longest first, each within ``token_budget`` padded tokens.
 
@@ -29,11 +32,12 @@ def plan_batches(
         Lists of indices into ``lengths``; every index appears exactly once.
 
     Raises:
-        ValueError: ``token_budget`` or ``max_batch_size`` is not positive.
+        ConanConfigError: ``token_budget`` or ``max_batch_size`` is not positive.
     """
     if token_budget < 1 or max_batch_size < 1:
-        raise ValueError(
-            f"token_budget ({token_budget}) and max_batch_size ({max_batch_size}) must be >= 1."
+        raise ConanConfigError(
+            f"token_budget ({token_budget}) and max_batch_size ({max_batch_size}) must be >= 1.",
+            setting="token_budget" if token_budget < 1 else "max_batch_size",
         )
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []

@@ -1,0 +1,1 @@
+"""Running a model: devices and dtypes, the batch forward pass, CPU kernels, unpadded CUDA path."""

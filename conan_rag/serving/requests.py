@@ -1,0 +1,104 @@
+"""What the batching queue runs batches through and serves: BatchRunner and Request.
+
+Example:
+    >>> from concurrent.futures import Future
+    >>> request = Request([[101, 102]], None, 0, 0, 8, 512, 0.0, Future())
+    >>> request.rows, request.tokens
+    (1, 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class BatchRunner(Protocol):
+    """What the queue needs from a model: tokenize texts and embed one planned batch.
+
+    :class:`~conan_rag.runtime.backend.Backend` implements it; the queue never reaches further.
+    """
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the vectors :meth:`embed` returns."""
+        ...
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        """Token ids per text, truncated at ``max_length``."""
+        ...
+
+    def embed(self, ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
+        """Vectors of one batch, rows in input order (thread-safe)."""
+        ...
+
+    def budget(self, requested: int) -> int:
+        """The token budget to plan with when ``requested`` is asked for."""
+        ...
+
+
+@dataclass(eq=False)
+class Request:
+    """One caller's rows, waiting for (or being turned into) vectors."""
+
+    ids: list[list[int]] | None
+    texts: list[str] | None
+    max_length: int
+    prompt_length: int
+    max_batch_size: int
+    token_budget: int
+    deadline: float
+    future: Future[torch.Tensor]
+    progress: Callable[[int], None] | None = None
+    next_row: int = 0  # rows handed to a cycle so far
+    done_rows: int = 0
+    out: torch.Tensor | None = None
+    failed: bool = False
+    rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = len(self.ids if self.ids is not None else self.texts or [])
+
+    @property
+    def tokens(self) -> int:
+        """Token count of the rows not yet handed out (texts: a rough estimate)."""
+        if self.ids is not None:
+            return sum(len(x) for x in self.ids[self.next_row :])
+        return sum(len(t) // 4 + 2 for t in (self.texts or [])[self.next_row :])
+
+    @property
+    def dropped(self) -> bool:
+        """The caller gave up (cancelled the future) or the request failed."""
+        return self.failed or self.future.cancelled()
+
+    def fail(self, exc: BaseException) -> None:
+        """Deliver ``exc`` to the caller (once) and drop the request's remaining rows."""
+        self.failed = True
+        with contextlib.suppress(InvalidStateError):  # the caller may cancel meanwhile
+            self.future.set_exception(exc)
+
+    def store(self, rows: Sequence[int], vectors: torch.Tensor) -> None:
+        """Put vectors for ``rows`` in place; resolve the future when every row is done."""
+        if self.failed or self.future.done():
+            return
+        if self.out is None:
+            self.out = torch.empty((self.rows, vectors.shape[1]), dtype=vectors.dtype)
+        self.out[torch.as_tensor(rows, dtype=torch.long)] = vectors
+        self.done_rows += len(rows)
+        if self.progress is not None:
+            try:
+                self.progress(len(rows))
+            except Exception:
+                logger.exception("progress callback failed")
+                self.progress = None
+        if self.done_rows == self.rows:
+            with contextlib.suppress(InvalidStateError):  # the caller may cancel meanwhile
+                self.future.set_result(self.out)
