@@ -20,18 +20,25 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from chromadb.api.types import (
-    Documents,
-    EmbeddingFunction,
-    Embeddings,
-    Space,
-    validate_embeddings,
-)
-from chromadb.utils.embedding_functions import register_embedding_function
+
+try:
+    from chromadb.api.types import (
+        Documents,
+        EmbeddingFunction,
+        Embeddings,
+        Space,
+        validate_embeddings,
+    )
+    from chromadb.utils.embedding_functions import register_embedding_function
+except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
+    raise ImportError(
+        "conan_rag.chroma needs chromadb; install it with `pip install 'conan-rag[rag]'`."
+    ) from exc
 
 from conan_rag.config import EncoderConfig
-from conan_rag.encoder import Encoder, Kind, load_encoder
+from conan_rag.encoder import Encoder, Kind
 from conan_rag.errors import ConanConfigError
+from conan_rag.registry import load_encoder
 
 NAME = "conan-rag"
 # Settings that change the vectors; a collection's embedding function may not change them.
@@ -157,20 +164,25 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
         """
         if not isinstance(config, dict):
             raise ConanConfigError(
-                f"A {NAME} embedding function config must be a dict, not {type(config).__name__}."
+                f"A {NAME} embedding function config must be a dict, not {type(config).__name__}.",
+                setting="config",
             )
         valid = {f.name for f in dataclasses.fields(EncoderConfig)}
         unknown = sorted(set(config) - valid)
         if unknown:
             raise ConanConfigError(
                 f"Unknown encoder setting(s) {unknown}; valid settings are {sorted(valid)}. "
-                "Remove them from the collection's embedding_function config."
+                "Remove them from the collection's embedding_function config.",
+                setting=unknown[0],
+                choices=sorted(valid),
             )
         for key, value in config.items():
             if not isinstance(value, _PRIMITIVES):
                 raise ConanConfigError(
                     f"Encoder setting {key!r} is a {type(value).__name__}; stored settings must "
-                    "be str, int, float, bool or None."
+                    "be str, int, float, bool or None.",
+                    setting=key,
+                    value=value,
                 )
         EncoderConfig.from_dict(config)  # value checks (positive sizes, ...)
 
@@ -194,5 +206,6 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
         if changed:
             raise ConanConfigError(
                 f"Changing {changed} would make new vectors incomparable with the ones stored; "
-                "create a new collection with this embedding function and re-add the documents."
+                "create a new collection with this embedding function and re-add the documents.",
+                setting=changed[0],
             )

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from conan_rag import load_encoder
-from conan_rag.chunking import ChunkConfig
-from conan_rag.loaders import Document
-from conan_rag.pipeline import Pipeline
+from conan_rag.rag.chunking import ChunkConfig
+from conan_rag.rag.documents import Document
+from conan_rag.rag.pipeline import Pipeline
 
 CHROMA = Path(sys.executable).with_name("chroma")
 _names = itertools.count()

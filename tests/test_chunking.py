@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conan_rag import ConanConfigError, load_encoder
-from conan_rag.chunking import ChunkConfig, Chunker
-from conan_rag.loaders import Document
+from conan_rag.rag.chunking import ChunkConfig, Chunker
+from conan_rag.rag.documents import Document
 from conan_rag.testing import build_conan_layout_model
 from tests.pipeline_helpers import minilm, tiny  # noqa: F401 - fixtures
 
@@ -137,7 +137,7 @@ def test_whole_mode_ids_and_errors(minilm) -> None:
 def test_sentence_end_beats_a_word_cut_in_the_first_half(minilm, max_tokens: int) -> None:
     # Regression: with max_tokens=80 a sentence end just before the window's middle lost to a
     # cut between words, stranding "sources." alone in the next chunk.
-    from conan_rag.loaders import load_paths
+    from conan_rag.rag.discovery import load_paths
 
     corpus = Path(__file__).resolve().parent.parent / "examples" / "corpus" / "transformers.txt"
     (document,) = load_paths([corpus]).documents
@@ -147,9 +147,75 @@ def test_sentence_end_beats_a_word_cut_in_the_first_half(minilm, max_tokens: int
 
 
 def test_hash_covers_chunker_version(minilm, monkeypatch) -> None:
-    import conan_rag.chunking as chunking
+    import conan_rag.rag.chunking as chunking
 
     doc = Document("v", "Some text.", "s")
     before = Chunker(minilm).document_hash(doc)
     monkeypatch.setattr(chunking, "CHUNKER_VERSION", chunking.CHUNKER_VERSION + 1)
     assert Chunker(minilm).document_hash(doc) != before  # old chunks get re-cut, not kept
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_windowed_chunking_covers_everything_and_keeps_limits(
+    tiny, minilm, monkeypatch, seed: int
+) -> None:
+    # Tiny windows force many window restarts; every invariant of whole-text chunking holds.
+    import conan_rag.rag.chunking as chunking
+
+    text = "\n\n".join(_random_text(seed * 10 + i) for i in range(12))
+    for encoder, limit in ((tiny, 32), (minilm, 48)):
+        chunker = Chunker(encoder, ChunkConfig(max_tokens=limit, overlap_tokens=6))
+        doc = Document("w", text, "s", title="T")
+        whole = chunker.chunk(doc)
+        monkeypatch.setattr(chunking, "WINDOW_CHARS", 900)
+        monkeypatch.setattr(chunking, "_MARGIN_CHARS", 120)
+        windowed = chunker.chunk(doc)
+        monkeypatch.undo()
+        assert len(text) > 10 * 900 and len(windowed) > 10
+        assert [c.index for c in windowed] == list(range(len(windowed)))
+        for chunk in windowed:
+            assert _count(encoder, chunk.embed_text) <= limit
+            assert text[chunk.char_start : chunk.char_end] == chunk.text == chunk.text.strip()
+        covered = set()
+        for c in windowed:
+            covered.update(range(c.char_start, c.char_end))
+        assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
+        starts = [c.char_start for c in windowed]
+        assert starts == sorted(starts) and len(set(starts)) == len(starts)
+        # cut by the same rules: most chunks coincide with the whole-text chunking's
+        same = {(c.char_start, c.char_end) for c in whole} & {
+            (c.char_start, c.char_end) for c in windowed
+        }
+        assert len(same) >= 0.8 * len(whole)
+
+
+def test_a_long_document_is_tokenized_window_by_window(minilm, tmp_path: Path, monkeypatch) -> None:
+    # The memory bound: no tokenizer call sees more than one window, whatever the file size,
+    # and Python allocations while hashing and cutting a 4 MB file stay small.
+    import tracemalloc
+
+    import conan_rag.rag.chunking as chunking
+    from conan_rag.rag.documents import BLOCK_CHARS, read_file
+
+    sentence = "The interleukin binds the transcription factor of gene 3.5 in the cell. "
+    path = tmp_path / "big.txt"
+    path.write_text((sentence * 60 + "\n\n") * 1000, encoding="utf-8")  # ~4.4 MB
+    (doc,) = read_file(path)
+    chunker = Chunker(minilm, ChunkConfig(overlap_tokens=0))
+    seen: list[int] = []
+    real = chunker._offsets
+
+    def recording(text: str) -> list[tuple[int, int]]:
+        seen.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(chunker, "_offsets", recording)
+    tracemalloc.start()
+    digest = chunker.digest(doc)
+    count = sum(1 for _ in chunker.iter_chunks(doc))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert digest.chars == path.stat().st_size and count > 1000
+    window = chunking.WINDOW_CHARS + BLOCK_CHARS + 4096  # a window, one more block, a margin
+    assert max(seen) <= window and len(seen) > path.stat().st_size // window
+    assert peak < 120 * 2**20, f"{peak / 2**20:.0f} MiB of Python objects"

@@ -10,7 +10,7 @@ import pytest
 import pytrec_eval
 
 from conan_rag.errors import ConanConfigError
-from conan_rag.evaluation import (
+from conan_rag.rag.evaluation import (
     evaluate,
     load_beir,
     parse_range,

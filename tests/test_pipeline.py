@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conan_rag.chunking import ChunkConfig
-from conan_rag.errors import CollectionMismatchError
-from conan_rag.loaders import Document
-from conan_rag.pipeline import Pipeline, build_prompt, call_llm
+from conan_rag.errors import CollectionMismatchError, ConanConfigError, ConanInputError
+from conan_rag.rag.answer import build_prompt, call_llm
+from conan_rag.rag.chunking import ChunkConfig
+from conan_rag.rag.documents import Document
+from conan_rag.rag.pipeline import Pipeline
+from conan_rag.rag.retrieval import RetrievalOptions as Options
 from tests.pipeline_helpers import (  # noqa: F401 - fixtures
     FACTS,
     fact_docs,
@@ -87,7 +89,7 @@ def test_scores_are_true_cosine(make_pipeline, minilm) -> None:
     pipe = make_pipeline(minilm)
     pipe.ingest(fact_docs())
     query = "What is the capital of France?"
-    hits = pipe.retrieve(query, k=6)
+    hits = pipe.retrieve(query, Options(k=6))
     assert hits[0].metadata["doc_id"] == "paris"
     q = minilm.encode([query], kind="query")[0]
     texts = {h.id: h.text for h in hits}
@@ -97,19 +99,19 @@ def test_scores_are_true_cosine(make_pipeline, minilm) -> None:
         assert hit.score == pytest.approx(float(q @ d), abs=1e-5)
         assert -1.0 <= hit.score <= 1.0
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    plain = pipe.retrieve(query, k=6, rerank=False)
+    plain = pipe.retrieve(query, Options(k=6, rerank=False))
     assert {h.id: round(h.score, 4) for h in plain} == {h.id: round(h.score, 4) for h in hits}
 
 
 def test_threshold_and_where(make_pipeline, minilm) -> None:
     pipe = make_pipeline(minilm)
     pipe.ingest(fact_docs())
-    scores = [h.score for h in pipe.retrieve("red planet in the solar system", k=6)]
+    scores = [h.score for h in pipe.retrieve("red planet in the solar system", Options(k=6))]
     cut = (scores[0] + scores[1]) / 2
-    hits = pipe.retrieve("red planet in the solar system", k=6, threshold=cut)
+    hits = pipe.retrieve("red planet in the solar system", Options(k=6, threshold=cut))
     assert len(hits) == 1 and hits[0].metadata["doc_id"] == "mars"
-    assert pipe.retrieve("red planet", k=6, threshold=0.99) == []
-    only = pipe.retrieve("red planet", k=6, where={"doc_id": "tea"})
+    assert pipe.retrieve("red planet", Options(k=6, threshold=0.99)) == []
+    only = pipe.retrieve("red planet", Options(k=6, where={"doc_id": "tea"}))
     assert [h.metadata["doc_id"] for h in only] == ["tea"]
 
 
@@ -122,8 +124,8 @@ def test_mmr_prefers_diverse_hits(make_pipeline, minilm) -> None:
     ]
     pipe = make_pipeline(minilm)
     pipe.ingest(docs)
-    plain = [h.metadata["doc_id"] for h in pipe.retrieve("capital of France", k=2)]
-    diverse = pipe.retrieve("capital of France", k=2, mmr=True, lambda_mult=0.3)
+    plain = [h.metadata["doc_id"] for h in pipe.retrieve("capital of France", Options(k=2))]
+    diverse = pipe.retrieve("capital of France", Options(k=2, mmr=True, lambda_mult=0.3))
     assert plain[1] != "wine" and [h.metadata["doc_id"] for h in diverse][1] == "wine"
     assert diverse[0].score > diverse[1].score > -1.0
 
@@ -137,7 +139,7 @@ def test_answer_with_callable_runnable_and_extractive(make_pipeline, minilm) -> 
         prompts.append(prompt)
         return "Paris [1]"
 
-    answer = pipe.answer("What is the capital of France?", llm=llm, k=3)
+    answer = pipe.answer("What is the capital of France?", llm=llm, options=Options(k=3))
     assert answer.text == "Paris [1]" and prompts == [answer.prompt]
     assert (
         "[1] Paris" in answer.prompt and "Question: What is the capital of France?" in answer.prompt
@@ -155,7 +157,7 @@ def test_answer_with_callable_runnable_and_extractive(make_pipeline, minilm) -> 
     extractive = pipe.answer("What is the capital of France?")
     assert extractive.text.startswith("Paris is the capital of France. [1]")
     assert "Sources:\n[1] Paris" in extractive.text
-    empty = pipe.answer("capital of France", threshold=0.99)
+    empty = pipe.answer("capital of France", options=Options(threshold=0.99))
     assert empty.hits == [] and "No stored passage" in empty.text
 
 
@@ -199,7 +201,7 @@ def test_concurrent_ingest_and_queries(make_pipeline, tiny) -> None:
     def query() -> None:
         try:
             for _ in range(15):
-                results.append(len(pipe.retrieve("the cell and the gene", k=3)))
+                results.append(len(pipe.retrieve("the cell and the gene", Options(k=3))))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -216,8 +218,19 @@ def test_concurrent_ingest_and_queries(make_pipeline, tiny) -> None:
 def test_empty_collection_and_bad_arguments(make_pipeline, tiny) -> None:
     pipe = make_pipeline(tiny)
     assert pipe.retrieve("anything") == []
-    with pytest.raises(ValueError, match="threshold"):
-        pipe.retrieve("x", threshold=1.5)
+    with pytest.raises(ConanConfigError, match="threshold") as bad:
+        pipe.retrieve("x", Options(threshold=1.5))
+    assert bad.value.setting == "threshold"
+    for blank in ("", "   ", "\n\t"):
+        with pytest.raises(ConanInputError, match="query is empty"):
+            pipe.retrieve(blank)
+        with pytest.raises(ConanInputError, match="query is empty"):
+            pipe.answer(blank)
+    for fetch_k in (0, -3):
+        with pytest.raises(ConanConfigError, match="fetch_k must be an integer >= 1"):
+            Options(fetch_k=fetch_k)
+    with pytest.raises(ConanConfigError, match="at least k"):
+        Options(k=5, fetch_k=2)
     report = pipe.ingest([Document("e", "   ", "m")])
     assert report.empty == 1 and pipe.collection.count() == 0
 
@@ -228,3 +241,26 @@ def test_stored_vectors_match_encoder(make_pipeline, tiny) -> None:
     got = pipe.collection.get(include=["embeddings", "documents"])
     again = tiny.encode(got["documents"])
     assert np.allclose(np.asarray(got["embeddings"]), again, atol=1e-5)
+
+
+def test_bfloat16_scores_are_the_cosine_of_the_stored_vectors(tmp_path: Path, minilm_path) -> None:
+    # Run explicitly on every CPU. A score is the cosine between the query vector and the STORED
+    # chunk vector (not a re-encoding), so it holds exactly in bf16; against float32 vectors the
+    # bf16 ones are close, not equal.
+    from conan_rag import load_encoder
+
+    bf16 = load_encoder(str(minilm_path), device="cpu", dtype="bfloat16")
+    pipe = Pipeline(bf16, db=tmp_path / "db")
+    pipe.ingest(fact_docs())
+    hits = pipe.retrieve("What is the capital of France?", Options(k=6))
+    assert hits[0].metadata["doc_id"] == "paris"
+    stored = pipe.collection.get(ids=[h.id for h in hits], include=["embeddings", "documents"])
+    vectors = dict(zip(stored["ids"], np.asarray(stored["embeddings"]), strict=True))
+    q = bf16.encode(["What is the capital of France?"], kind="query")[0]
+    for hit in hits:
+        assert hit.score == pytest.approx(float(vectors[hit.id] @ q), abs=1e-5)
+    fp32 = load_encoder(str(minilm_path), device="cpu", dtype="float32")
+    assert fp32.fingerprint == bf16.fingerprint  # interchangeable: same collection either way
+    exact = fp32.encode([f"{h.metadata['title']}\n{h.text}" for h in hits])
+    cos = (exact * np.stack([vectors[h.id] for h in hits])).sum(axis=1)
+    assert cos.min() >= 0.999 and cos.max() < 1.0 - 1e-7

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conan_rag.rerank import cosine_scores, mmr, order_by_score
+from conan_rag.rag.rerank import cosine_scores, mmr, order_by_score
 
 
 def test_cosine_is_exact_for_unnormalized_vectors() -> None:

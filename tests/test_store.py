@@ -7,8 +7,13 @@ import logging
 
 import pytest
 
-from conan_rag.errors import CollectionMismatchError, ConanConfigError
-from conan_rag.store import (
+from conan_rag.errors import (
+    CollectionMismatchError,
+    CollectionNotFoundError,
+    ConanConfigError,
+    StoreError,
+)
+from conan_rag.rag.store import (
     CONFIG_KEY,
     DIM_KEY,
     FINGERPRINT_KEY,
@@ -48,14 +53,16 @@ def test_mismatch_raises_before_any_write(store, tiny, minilm) -> None:
     with pytest.raises(CollectionMismatchError) as info:
         open_collection(client, store["collection"], minilm)
     assert tiny.model_id in str(info.value) and minilm.model_id in str(info.value)
-    assert "omit --model" in str(info.value)
+    assert (info.value.recorded_model, info.value.offered_model) == (tiny.model_id, minilm.model_id)
+    assert "--" not in str(info.value)  # library errors name no command-line flags
     assert collection.count() == 1
     foreign = client.get_or_create_collection("foreign-one", embedding_function=None)
     assert foreign.count() == 0
     with pytest.raises(CollectionMismatchError, match="not created by conan-rag"):
         open_collection(client, "foreign-one", tiny)
-    with pytest.raises(ConanConfigError, match="ingest documents first"):
+    with pytest.raises(CollectionNotFoundError, match="Ingest documents into it first") as missing:
         open_collection(client, "missing-one", tiny, create=False)
+    assert missing.value.collection == "missing-one" and "foreign-one" in missing.value.existing
 
 
 @pytest.mark.server
@@ -70,8 +77,9 @@ def test_token_only_from_environment(monkeypatch, caplog, server_url) -> None:
     for bad in ("localhost:8000", "ftp://host:1", "http://"):
         with pytest.raises(ConanConfigError, match="http://HOST:PORT"):
             open_client(url=bad)
-    with pytest.raises(ConanConfigError, match="chroma run"):
+    with pytest.raises(StoreError, match="chroma run") as unreachable:
         open_client(url="http://127.0.0.1:9")
+    assert unreachable.value.location == "http://127.0.0.1:9"
     with caplog.at_level(logging.DEBUG):
         client = open_client(url=server_url)  # the server accepts the bearer header
         client.heartbeat()

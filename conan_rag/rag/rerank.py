@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from conan_rag.errors import ConanConfigError
+
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -70,7 +72,11 @@ def mmr(
         [0, 2]
     """
     if not 0.0 <= lambda_mult <= 1.0:
-        raise ValueError(f"lambda_mult must be in [0, 1], not {lambda_mult}.")
+        raise ConanConfigError(
+            f"lambda_mult must be in [0, 1], not {lambda_mult}.",
+            setting="lambda_mult",
+            value=lambda_mult,
+        )
     pool = list(range(len(vectors)) if candidates is None else (int(i) for i in candidates))
     if not pool or k <= 0:
         return []

@@ -1,15 +1,17 @@
-"""Loaders: every supported format, GB18030 fallback, unreadable files reported and skipped."""
+"""Documents: every supported format, streamed text files, unreadable files reported, not stored."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
-from conan_rag.loaders import LoaderError, decode_text, html_to_text, load_file, load_paths
+from conan_rag.errors import LoaderError
+from conan_rag.rag.decoding import decode_bytes
+from conan_rag.rag.discovery import load_paths
+from conan_rag.rag.documents import TextFile, html_to_text, read_file
 
 
 def _pdf(text: str) -> bytes:
@@ -54,6 +56,7 @@ def test_text_markdown_html_pdf(tmp_path: Path) -> None:
     by_name = {Path(d.source).name: d for d in result.documents}
     assert sorted(by_name) == ["a.txt", "b.md", "c.html", "d.pdf"]
     assert by_name["a.txt"].text == "Plain text." and by_name["a.txt"].title == ""
+    assert isinstance(by_name["a.txt"], TextFile) and isinstance(by_name["b.md"], TextFile)
     assert by_name["b.md"].title == "Heading One"
     assert by_name["c.html"].text == "First & foremost.\n\nSecond."
     assert by_name["c.html"].title == "Page"
@@ -72,7 +75,7 @@ def test_beir_jsonl_and_gz(tmp_path: Path) -> None:
     (tmp_path / "corpus.jsonl").write_text(lines, encoding="utf-8")
     (tmp_path / "corpus2.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
     for name in ("corpus.jsonl", "corpus2.jsonl.gz"):
-        docs = load_file(tmp_path / name)
+        docs = list(read_file(tmp_path / name))
         assert [(d.doc_id, d.title, d.text) for d in docs] == [
             ("d1", "T1", "One."),
             ("2", "", "Two."),
@@ -80,27 +83,27 @@ def test_beir_jsonl_and_gz(tmp_path: Path) -> None:
         assert docs[0].key == f"{(tmp_path / name).resolve()}#d1"
 
 
-def test_gb18030_fallback(tmp_path: Path) -> None:
+def test_gb18030_is_detected(tmp_path: Path) -> None:
     text = "北京是中国的首都。长城非常雄伟！"
     path = tmp_path / "zh.txt"
     path.write_bytes(text.encode("gb18030"))
     with pytest.raises(UnicodeDecodeError):
         path.read_bytes().decode("utf-8")
-    assert load_file(path)[0].text == text
-    assert decode_text("\ufeffhello".encode()) == "hello"
+    (doc,) = read_file(path)
+    assert doc.text == text
+    assert decode_bytes("\ufeffhello".encode()) == "hello"
 
 
-def test_unreadable_files_are_reported_and_skipped(tmp_path: Path, caplog) -> None:
+def test_unreadable_files_are_reported_and_skipped(tmp_path: Path) -> None:
     (tmp_path / "good.txt").write_text("Fine.", encoding="utf-8")
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
-    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\xff\x80\x00\x81")
+    (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00")
     (tmp_path / "bad.jsonl").write_text('{"_id": "1", "text": "ok"}\nnot json\n', encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="conan_rag.loaders"):
-        result = load_paths([tmp_path, tmp_path / "missing.md"])
+    result = load_paths([tmp_path, tmp_path / "missing.md"])
     assert [Path(d.source).name for d in result.documents] == ["good.txt"]
     skipped = {Path(p).name: reason for p, reason in result.skipped}
     assert sorted(skipped) == ["bad.jsonl", "binary.txt", "broken.pdf", "missing.md"]
-    assert "bad.jsonl:2" in skipped["bad.jsonl"] and "gb18030" in skipped["binary.txt"]
-    assert all(name in caplog.text for name in skipped)
+    assert "line 2" in skipped["bad.jsonl"] and "binary" in skipped["binary.txt"]
+    assert skipped["missing.md"] == "no such file or folder"
     with pytest.raises(LoaderError, match="unsupported file type"):
-        load_file(tmp_path / "x.docx")
+        list(read_file(tmp_path / "x.docx"))

@@ -22,12 +22,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from conan_rag.config import EncoderConfig
-from conan_rag.errors import CollectionMismatchError, ConanConfigError
+from conan_rag.errors import (
+    CollectionMismatchError,
+    CollectionNotFoundError,
+    ConanConfigError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -39,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DB = ".conan_rag"
 DEFAULT_COLLECTION = "conan_rag"
+SQLITE_FILE = "chroma.sqlite3"
 TOKEN_ENV = "CONAN_RAG_CHROMA_TOKEN"
 MODEL_KEY = "conan_rag:model_id"
 DIM_KEY = "conan_rag:dim"
@@ -61,45 +68,139 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def open_client(db: str | Path | None = None, url: str | None = None) -> ClientAPI:
+def _store_error(path: Path, problem: str, fix: str) -> StoreError:
+    return StoreError(
+        f"Cannot use {path} as the vector store folder: {problem}; {fix}.",
+        location=str(path),
+        problem=problem,
+    )
+
+
+def _probe_write(folder: Path) -> str | None:
+    """Why ``folder`` cannot be written (a real write, so read-only mounts are caught too)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    sqlite = folder / SQLITE_FILE
+    if sqlite.exists():
+        try:
+            with sqlite.open("r+b"):
+                pass
+        except OSError as exc:
+            return f"{SQLITE_FILE} is not writable ({exc.strerror or exc})"
+    return None
+
+
+def check_location(db: str | Path | None = None, *, write: bool = True) -> Path:
+    """Check an embedded store folder can be used, without creating anything.
+
+    Args:
+        db: the folder (default ``./.conan_rag``); it may not exist yet when ``write`` is set.
+        write: the caller will write (ingest); else it only reads (query, info).
+
+    Returns:
+        The folder, absolute.
+
+    Raises:
+        StoreError: the path is a file, does not exist (for reading), or cannot be written;
+            ``problem`` says which.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp()) / "new_db"
+        >>> check_location(folder) == folder.resolve() and not folder.exists()
+        True
+    """
+    path = Path(db or DEFAULT_DB).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise _store_error(path, "it is a file, not a folder", "pass a folder")
+    if not path.exists():
+        if not write:
+            raise _store_error(path, "no such folder", "ingest documents into it first")
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise _store_error(path, f"{parent} is a file", "pass a path inside a folder")
+        reason = _probe_write(parent)
+        if reason is not None:
+            raise _store_error(
+                path, f"its folder {parent} is not writable ({reason})", "pick a writable place"
+            )
+        return path
+    if write:
+        reason = _probe_write(path)
+        if reason is not None:
+            raise _store_error(
+                path, f"it is read-only ({reason})", "fix its permissions or pick another folder"
+            )
+    return path
+
+
+def open_client(
+    db: str | Path | None = None, url: str | None = None, *, write: bool = True
+) -> ClientAPI:
     """An embedded client on ``db`` (default ``./.conan_rag``), or an HTTP client for ``url``.
 
     Args:
-        db: folder of the embedded store; ignored when ``url`` is given.
+        db: folder of the embedded store; ignored when ``url`` is given. Created when missing
+            and ``write`` is set.
         url: ``http://HOST:PORT`` or ``https://HOST:PORT`` of a ``chroma run`` server.
+        write: the caller will write; a missing folder is then created, and a read-only one
+            refused up front.
 
     Raises:
-        ConanConfigError: the URL is not ``http(s)://HOST:PORT``, or no server answers there.
+        StoreError: the folder is a file, read-only, missing (for reading), unusable by Chroma,
+            or no server answers at ``url``.
+        ConanConfigError: the URL is not ``http(s)://HOST:PORT`` or carries credentials.
     """
-    import chromadb
-    from chromadb.config import Settings
+    try:
+        import chromadb
+        from chromadb.config import Settings
+    except ImportError as exc:
+        raise ImportError(
+            f"The vector store needs chromadb ({exc}); install it with "
+            "`pip install 'conan-rag[rag]'`."
+        ) from exc
 
     settings = Settings(anonymized_telemetry=False)
     if url is None:
-        path = Path(db or DEFAULT_DB)
-        path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(path), settings=settings)
+        path = check_location(db, write=write)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        except Exception as exc:  # noqa: BLE001 - chromadb/sqlite raise many kinds
+            raise _store_error(
+                path, f"Chroma cannot open it ({type(exc).__name__}: {str(exc)[:200]})",
+                "check that it is a Chroma folder and that no other program holds it",
+            ) from None  # fmt: skip
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConanConfigError(
             f"Chroma URL {url!r} is not of the form http://HOST:PORT or https://HOST:PORT; "
-            "put a token in the CONAN_RAG_CHROMA_TOKEN environment variable, not in the URL."
+            f"put a token in the {TOKEN_ENV} environment variable, not in the URL.",
+            setting="url",
+            value=url,
         )
     if parsed.username or parsed.password:
         raise ConanConfigError(
-            "Do not put credentials in the Chroma URL; set CONAN_RAG_CHROMA_TOKEN instead."
+            f"Do not put credentials in the Chroma URL; set {TOKEN_ENV} instead.", setting="url"
         )
     ssl = parsed.scheme == "https"
     port = parsed.port or (443 if ssl else 8000)
+    location = f"{parsed.scheme}://{parsed.hostname}:{port}"
     try:
         return chromadb.HttpClient(
             host=parsed.hostname, port=port, ssl=ssl, headers=auth_headers(), settings=settings
         )
     except Exception as exc:  # noqa: BLE001 - chromadb raises ValueError, httpx its own errors
-        raise ConanConfigError(
-            f"Cannot reach a Chroma server at {parsed.scheme}://{parsed.hostname}:{port} "
-            f"({type(exc).__name__}); start one with `chroma run --path DIR --port {port}` or "
-            "fix --chroma-url."
+        raise StoreError(
+            f"Cannot reach a Chroma server at {location} ({type(exc).__name__}); start one with "
+            f"`chroma run --path DIR --port {port}` or fix the URL.",
+            location=location,
+            problem="no server answers",
         ) from None
 
 
@@ -118,22 +219,29 @@ def check_encoder(metadata: dict[str, Any] | None, encoder: Encoder, name: str) 
     """Raise if a collection's recorded encoder differs from ``encoder``.
 
     Raises:
-        CollectionMismatchError: names the recorded and the offered model and the fix.
+        CollectionMismatchError: names the recorded and the offered model.
     """
     metadata = metadata or {}
     recorded = metadata.get(FINGERPRINT_KEY)
     if recorded is None:
         raise CollectionMismatchError(
             f"Collection {name!r} was not created by conan-rag (it records no encoder); "
-            "use another collection name or delete it first."
+            "use another collection name or delete it first.",
+            collection=name,
+            recorded_model=None,
+            offered_model=encoder.model_id,
         )
     if recorded != encoder.fingerprint or metadata.get(DIM_KEY) != encoder.dim:
+        model = metadata.get(MODEL_KEY)
         raise CollectionMismatchError(
-            f"Collection {name!r} was built with model {metadata.get(MODEL_KEY)!r} "
-            f"(dim {metadata.get(DIM_KEY)}, fingerprint {str(recorded)[:12]}), but the encoder "
-            f"offered is {encoder.model_id!r} (dim {encoder.dim}, fingerprint "
-            f"{encoder.fingerprint[:12]}). Open it with the recorded model (omit --model), or "
-            "ingest into another collection (--collection NAME)."
+            f"Collection {name!r} was built with model {model!r} (dim {metadata.get(DIM_KEY)}, "
+            f"fingerprint {str(recorded)[:12]}), but the encoder offered is "
+            f"{encoder.model_id!r} (dim {encoder.dim}, fingerprint {encoder.fingerprint[:12]}). "
+            "Open it with the encoder it records (see recorded_config), or use another "
+            "collection.",
+            collection=name,
+            recorded_model=None if model is None else str(model),
+            offered_model=encoder.model_id,
         )
 
 
@@ -164,7 +272,7 @@ def open_collection(
 
     Raises:
         CollectionMismatchError: the collection was built by another encoder (nothing written).
-        ConanConfigError: ``create`` is false and the collection does not exist.
+        CollectionNotFoundError: ``create`` is false and the collection does not exist.
     """
     collection = find_collection(client, name)
     if collection is not None:
@@ -172,10 +280,7 @@ def open_collection(
             check_encoder(collection.metadata, encoder, name)
         return collection
     if not create or encoder is None:
-        raise ConanConfigError(
-            f"No collection {name!r}; ingest documents first (conan-rag ingest PATH) or pass "
-            f"another --collection. Existing: {sorted(c.name for c in client.list_collections())}."
-        )
+        raise CollectionNotFoundError(name, [c.name for c in client.list_collections()])
     return client.get_or_create_collection(
         name,
         configuration={"hnsw": HNSW},  # type: ignore[arg-type]

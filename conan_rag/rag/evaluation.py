@@ -22,9 +22,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conan_rag.errors import ConanConfigError
+from conan_rag.rag.documents import Document
+from conan_rag.rag.retrieval import RetrievalOptions
+
+if TYPE_CHECKING:
+    from conan_rag.rag.pipeline import Pipeline
 
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
@@ -236,23 +241,24 @@ def run_from_hits(hits: Iterable[tuple[str, str, float]], depth: int = 100) -> R
     return {q: {d: docs[d] for d in ranked(docs)[:depth]} for q, docs in run.items()}
 
 
-def beir_documents(data: BeirData) -> list[Any]:
-    """The corpus as :class:`~conan_rag.loaders.Document` objects (source ``beir:<name>``)."""
-    from conan_rag.loaders import Document
-
+def beir_documents(data: BeirData) -> list[Document]:
+    """The corpus as :class:`~conan_rag.rag.documents.Document` objects (source ``beir:<name>``)."""
     source = f"beir:{data.name}"
     return [Document(d, row["text"], source, row["title"]) for d, row in data.corpus.items()]
 
 
-def beir_run(pipeline: Any, data: BeirData, depth: int = 100, show_progress: bool = False) -> Run:
+def beir_run(
+    pipeline: Pipeline, data: BeirData, depth: int = 100, show_progress: bool = False
+) -> Run:
     """Retrieve every query through ``pipeline`` and rank documents by their best chunk.
 
     Fetches ``3 * depth`` chunks per query (exactly re-scored), enough for ``depth`` documents
     when documents have a few chunks each.
     """
     qids = list(data.queries)
+    options = RetrievalOptions(k=3 * depth, fetch_k=3 * depth)
     results = pipeline.retrieve_many(
-        [data.queries[q] for q in qids], k=3 * depth, fetch_k=3 * depth, show_progress=show_progress
+        [data.queries[q] for q in qids], options, show_progress=show_progress
     )
     pairs = zip(qids, results, strict=True)
     hits = ((q, str(h.metadata["doc_id"]), h.score) for q, res in pairs for h in res)

@@ -1,0 +1,254 @@
+"""The RAG pipeline on Chroma: incremental ingest, exact-cosine retrieval, cited answers.
+
+:class:`Pipeline` ties the pieces together: a store (:mod:`~conan_rag.rag.store`) guarded by the
+encoder's fingerprint, the ingest (:mod:`~conan_rag.rag.ingest`), retrieval
+(:mod:`~conan_rag.rag.retrieval`) and answers (:mod:`~conan_rag.rag.answer`). Querying builds no
+ingest machinery: the chunker is made on the first ingest.
+
+Example:
+    >>> import tempfile
+    >>> from conan_rag import load_encoder
+    >>> from conan_rag.rag.documents import Document
+    >>> encoder = load_encoder("sentence-transformers/all-MiniLM-L6-v2")
+    >>> pipe = Pipeline(encoder, db=tempfile.mkdtemp())
+    >>> pipe.ingest([Document("paris", "Paris is the capital of France.", "facts")]).added
+    1
+    >>> hit = pipe.retrieve("What is the capital of France?", RetrievalOptions(k=1))[0]
+    >>> hit.metadata["doc_id"], 0.0 < hit.score <= 1.0
+    ('paris', True)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conan_rag.encoder import Encoder
+from conan_rag.rag.answer import Answer, build_prompt, call_llm, extractive_answer
+from conan_rag.rag.chunking import ChunkConfig, Chunker
+from conan_rag.rag.documents import DocumentLike
+from conan_rag.rag.ingest import Ingest
+from conan_rag.rag.progress import Progress, ProgressCallback
+from conan_rag.rag.report import IngestReport
+from conan_rag.rag.retrieval import Hit, RetrievalOptions, check_query, retrieve_many
+from conan_rag.rag.store import (
+    DEFAULT_COLLECTION,
+    batch_size,
+    check_location,
+    find_collection,
+    open_client,
+    open_collection,
+    recorded_config,
+)
+from conan_rag.registry import load_encoder
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+
+MODEL_ENV = "CONAN_RAG_MODEL"
+
+
+class Pipeline:
+    """Ingest documents into a Chroma collection and retrieve them by exact cosine similarity.
+
+    Args:
+        encoder: the encoder; ``None`` uses the one the collection records, else
+            ``$CONAN_RAG_MODEL``, else the default model.
+        db: folder of the embedded store (default ``./.conan_rag``).
+        url: ``http://HOST:PORT`` of a Chroma server instead (token from
+            ``CONAN_RAG_CHROMA_TOKEN``).
+        collection: collection name.
+        chunking: chunking settings (checked against the encoder on the first ingest).
+        client: an existing Chroma client (overrides ``db``/``url``).
+        upsert_batch: records per Chroma write (capped by the client's maximum batch size).
+        create: create the collection when missing (else raise).
+
+    Raises:
+        CollectionMismatchError: the collection was built by another encoder.
+        CollectionNotFoundError: ``create`` is false and the collection does not exist.
+        StoreError: the store cannot be opened.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | None = None,
+        *,
+        db: str | Path | None = None,
+        url: str | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        chunking: ChunkConfig | None = None,
+        client: ClientAPI | None = None,
+        upsert_batch: int | None = None,
+        create: bool = True,
+    ) -> None:
+        if (
+            encoder is None
+            and client is None
+            and url is None
+            and not check_location(db, write=create).exists()
+        ):
+            # A new store: load the model before creating anything, so a failure leaves nothing.
+            encoder = load_encoder(os.environ.get(MODEL_ENV) or None)
+        self.client = client or open_client(db, url, write=create)
+        if not create and find_collection(self.client, collection) is None:
+            open_collection(self.client, collection, None, create=False)  # raises: names the fix
+        if encoder is None:
+            recorded = recorded_config(self.client, collection)
+            if recorded is not None:
+                encoder = load_encoder(config=recorded)
+            else:
+                encoder = load_encoder(os.environ.get(MODEL_ENV) or None)
+        self.encoder = encoder
+        self.name = collection
+        self.collection = open_collection(self.client, collection, encoder, create=create)
+        self.chunking = chunking or ChunkConfig()
+        self._chunker: Chunker | None = None
+        self.upsert_batch = batch_size(self.client, upsert_batch)
+
+    @property
+    def chunker(self) -> Chunker:
+        """The chunker (made on first use: querying never needs it)."""
+        if self._chunker is None:
+            self._chunker = Chunker(self.encoder, self.chunking)
+        return self._chunker
+
+    # -- ingestion ------------------------------------------------------------------------------
+    def ingest(
+        self,
+        inputs: Iterable[str | Path | DocumentLike],
+        *,
+        prune: bool = False,
+        show_progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Add new documents, replace changed ones, skip unchanged ones; optionally prune.
+
+        Args:
+            inputs: files, folders and/or documents
+                (:class:`~conan_rag.rag.documents.Document`).
+            prune: also delete stored documents that are gone from the inputs: files under the
+                given folders that no longer exist, and documents no longer in a file (or group
+                of in-memory documents with the same source) that was read completely. Nothing
+                else is deleted.
+            show_progress: tqdm bars per phase (scanning, checking, embedding).
+            on_progress: called with a :class:`~conan_rag.rag.progress.ProgressEvent` after
+                every step (every model batch while embedding).
+
+        Returns:
+            An :class:`~conan_rag.rag.report.IngestReport`.
+
+        Raises:
+            InputPathError: a named path does not exist; nothing was read, written or deleted.
+            IngestInterrupted: Ctrl-C; ``.report`` says what was committed (re-run to resume).
+
+        Example:
+            >>> import tempfile
+            >>> from conan_rag.demo import CORPUS
+            >>> pipe = Pipeline(load_encoder(BUNDLED_MINILM), db=tempfile.mkdtemp())
+            >>> report = pipe.ingest([CORPUS], prune=True)
+            >>> report.added, report.unsupported, pipe.ingest([CORPUS]).unchanged
+            (6, {'(no suffix)': 1}, 6)
+        """
+        run = Ingest(
+            self.collection,
+            self.encoder,
+            self.chunker,
+            write_batch=self.upsert_batch,
+            progress=Progress(on_progress, show_progress),
+        )
+        return run.run(inputs, prune=prune)
+
+    def sync(
+        self,
+        inputs: Iterable[str | Path | DocumentLike],
+        *,
+        show_progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """:meth:`ingest` with ``prune=True``."""
+        return self.ingest(inputs, prune=True, show_progress=show_progress, on_progress=on_progress)
+
+    # -- retrieval ------------------------------------------------------------------------------
+    def retrieve(self, query: str, options: RetrievalOptions | None = None) -> list[Hit]:
+        """The best chunks for a query, scored by true cosine similarity.
+
+        Args:
+            query: the question (embedded with the encoder's query prompt).
+            options: k, fetch_k, threshold, rerank, MMR and filter
+                (:class:`~conan_rag.rag.retrieval.RetrievalOptions`; default: its defaults).
+
+        Returns:
+            Hits, best first (MMR: in pick order).
+
+        Raises:
+            ConanInputError: the query is empty or only whitespace.
+        """
+        return self.retrieve_many([query], options)[0]
+
+    def retrieve_many(
+        self,
+        queries: Sequence[str],
+        options: RetrievalOptions | None = None,
+        show_progress: bool = False,
+    ) -> list[list[Hit]]:
+        """:meth:`retrieve` for many queries (embedded together, searched in groups)."""
+        options = options or RetrievalOptions()
+        return retrieve_many(self.collection, self.encoder, queries, options, show_progress)
+
+    # -- answering ------------------------------------------------------------------------------
+    def answer(
+        self, query: str, llm: Any = None, options: RetrievalOptions | None = None
+    ) -> Answer:
+        """Answer a question from retrieved passages, citing them as ``[n]``.
+
+        Args:
+            query: the question.
+            llm: a ``str -> str`` callable or a LangChain runnable (``.invoke``; its output may
+                be a string or a message with ``.content``). ``None`` gives an extractive answer:
+                the sentence of each top passage closest to the question, cited.
+            options: how to retrieve the passages (default: 5 best, no threshold).
+
+        Returns:
+            An :class:`~conan_rag.rag.answer.Answer`.
+
+        Example:
+            >>> import tempfile
+            >>> from conan_rag.rag.documents import Document
+            >>> pipe = Pipeline(load_encoder(BUNDLED_MINILM), db=tempfile.mkdtemp())
+            >>> _ = pipe.ingest([Document("paris", "Paris is the capital of France.", "facts")])
+            >>> answer = pipe.answer("Which city is the capital?", llm=lambda prompt: "Paris [1]")
+            >>> answer.text, answer.hits[0].metadata["doc_id"], "[1] facts" in answer.prompt
+            ('Paris [1]', 'paris', True)
+        """
+        hits = self.retrieve(check_query(query), options)
+        prompt = build_prompt(query, hits)
+        if llm is None:
+            return Answer(extractive_answer(self.encoder, query, hits), hits, prompt)
+        return Answer(call_llm(llm, prompt), hits, prompt)
+
+    # -- info -----------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Collection name, model, dimension, fingerprint and counts of chunks/documents/sources."""
+        documents: set[str] = set()
+        sources: set[str] = set()
+        offset, page = 0, 5000
+        while True:
+            got = self.collection.get(include=["metadatas"], limit=page, offset=offset)
+            for meta in got["metadatas"] or []:
+                documents.add(str((meta or {}).get("doc_key", "")))
+                sources.add(str((meta or {}).get("source", "")))
+            if len(got["ids"]) < page:
+                break
+            offset += page
+        return {
+            "collection": self.name,
+            "model_id": self.encoder.model_id,
+            "dim": self.encoder.dim,
+            "fingerprint": self.encoder.fingerprint,
+            "max_seq_length": self.encoder.max_seq_length,
+            "chunks": self.collection.count(),
+            "documents": len(documents),
+            "sources": len(sources),
+        }

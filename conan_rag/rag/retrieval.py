@@ -1,0 +1,213 @@
+"""Retrieval from a Chroma collection: candidates from the index, re-scored by exact cosine.
+
+:class:`RetrievalOptions` is the one description of a search, shared by
+:meth:`Pipeline.retrieve <conan_rag.rag.pipeline.Pipeline.retrieve>`, the LangChain retriever and
+``conan-rag query``. Every :class:`Hit` carries the TRUE cosine similarity in [-1, 1] between the
+query vector and the chunk's stored vector, so a threshold means the same everywhere.
+
+Example:
+    >>> RetrievalOptions(k=3, threshold=0.4).candidates(collection_size=100)
+    20
+    >>> RetrievalOptions(k=0)
+    Traceback (most recent call last):
+    ...
+    conan_rag.errors.ConanConfigError: k must be an integer >= 1, not 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from conan_rag.errors import ConanConfigError, ConanInputError
+from conan_rag.rag.rerank import cosine_scores, mmr, order_by_score
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+
+    from conan_rag.encoder import Encoder
+
+QUERY_GROUP = 64  # query vectors sent to Chroma in one call
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConanConfigError(
+            f"{name} must be an integer >= 1, not {value!r}.", setting=name, value=value
+        )
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    """How to search: how many hits, how many candidates, which threshold, diversity, filter.
+
+    Attributes:
+        k: hits to return at most.
+        fetch_k: candidates taken from the index before exact re-scoring; ``None`` means
+            ``max(4 * k, 20)``. At least ``k``.
+        threshold: drop hits whose cosine similarity to the query is below this, in [-1, 1].
+        rerank: re-score candidates exactly from their stored vectors and re-order them; else
+            report ``1 - distance`` and keep the index's order.
+        mmr: pick the ``k`` hits by maximal marginal relevance among the candidates above the
+            threshold (each hit keeps its cosine similarity to the query as its score).
+        lambda_mult: MMR's relevance/diversity trade-off in [0, 1] (1 = relevance only).
+        where: a Chroma metadata filter, e.g. ``{"source": "/docs/a.md"}``.
+    """
+
+    k: int = 5
+    fetch_k: int | None = None
+    threshold: float | None = None
+    rerank: bool = True
+    mmr: bool = False
+    lambda_mult: float = 0.5
+    where: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int("k", self.k)
+        if self.fetch_k is not None:
+            _positive_int("fetch_k", self.fetch_k)
+            if self.fetch_k < self.k:
+                raise ConanConfigError(
+                    f"fetch_k ({self.fetch_k}) must be at least k ({self.k}): the hits are "
+                    "picked among the candidates fetched.",
+                    setting="fetch_k",
+                    value=self.fetch_k,
+                )
+        t = self.threshold
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, (int, float)) or not -1.0 <= t <= 1.0
+        ):
+            raise ConanConfigError(
+                f"threshold is a cosine similarity in [-1, 1], not {t!r}.",
+                setting="threshold",
+                value=t,
+            )
+        lam = self.lambda_mult
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+            raise ConanConfigError(
+                f"lambda_mult must be in [0, 1], not {lam!r}.", setting="lambda_mult", value=lam
+            )
+        if self.where is not None and not isinstance(self.where, dict):
+            raise ConanConfigError(
+                "where must be a Chroma metadata filter (a dict), not "
+                f"{type(self.where).__name__}.",
+                setting="where",
+            )
+
+    def replace(self, **changes: Any) -> RetrievalOptions:
+        """A copy with some fields changed (unknown names are an error listing the valid ones).
+
+        Example:
+            >>> RetrievalOptions().replace(k=2).k
+            2
+        """
+        valid = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise ConanConfigError(
+                f"Unknown retrieval option(s) {unknown}; valid options are {valid}.",
+                setting=unknown[0],
+                choices=valid,
+            )
+        return dataclasses.replace(self, **changes)
+
+    def candidates(self, collection_size: int) -> int:
+        """How many candidates to ask the index for."""
+        return min(collection_size, max(self.k, self.fetch_k or max(4 * self.k, 20)))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk.
+
+    Attributes:
+        id: the chunk id.
+        text: the chunk text.
+        metadata: source, doc_id, title, chunk_index, char_start, char_end, ...
+        score: the TRUE cosine similarity in [-1, 1] between the query and the chunk vectors
+            (with ``rerank=False``, ``1 - cosine distance`` as Chroma reports it, equal up to
+            float32 rounding).
+    """
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+
+
+def check_query(query: object) -> str:
+    """A query must be a non-blank string.
+
+    Raises:
+        ConanInputError: it is empty or only whitespace.
+        ConanConfigError: it is not a string.
+    """
+    if not isinstance(query, str):
+        raise ConanConfigError(
+            f"A query is a string, not {type(query).__name__}.", setting="query", value=query
+        )
+    if not query.strip():
+        raise ConanInputError(
+            "The query is empty (or only whitespace); ask a question with some words in it."
+        )
+    return query
+
+
+def retrieve_many(
+    collection: Collection,
+    encoder: Encoder,
+    queries: Sequence[str],
+    options: RetrievalOptions,
+    show_progress: bool = False,
+) -> list[list[Hit]]:
+    """The best chunks for each query (embedded together, searched in groups).
+
+    Raises:
+        ConanInputError: a query is empty or only whitespace.
+    """
+    queries = [check_query(q) for q in queries]
+    if not queries:
+        return []
+    count = collection.count()
+    if count == 0:
+        return [[] for _ in queries]
+    vectors = encoder.encode(queries, kind="query", show_progress=show_progress)
+    include: list[Any] = ["documents", "metadatas", "distances"]
+    if options.rerank or options.mmr:
+        include.append("embeddings")
+    results: list[list[Hit]] = []
+    for start in range(0, len(vectors), QUERY_GROUP):
+        block = vectors[start : start + QUERY_GROUP]
+        raw = collection.query(
+            query_embeddings=block,
+            n_results=options.candidates(count),
+            where=options.where,
+            include=include,
+        )
+        results.extend(_hits(raw, row, vector, options) for row, vector in enumerate(block))
+    return results
+
+
+def _hits(raw: Any, row: int, query: np.ndarray, options: RetrievalOptions) -> list[Hit]:
+    ids = list(raw["ids"][row])
+    if not ids:
+        return []
+    texts, metas = raw["documents"][row], raw["metadatas"][row]
+    stored = np.asarray(raw["embeddings"][row]) if raw.get("embeddings") is not None else None
+    if options.rerank and stored is not None:
+        scores = cosine_scores(query, stored)
+        order = order_by_score(scores, options.threshold)
+    else:
+        scores = 1.0 - np.asarray(raw["distances"][row], dtype=np.float64)
+        order = np.arange(len(scores))
+        if options.threshold is not None:
+            order = order[scores >= options.threshold]
+    if options.mmr and stored is not None:
+        picks = mmr(query, stored, options.k, lambda_mult=options.lambda_mult, candidates=order)
+    else:
+        picks = [int(i) for i in order[: options.k]]
+    return [Hit(ids[i], texts[i] or "", dict(metas[i] or {}), float(scores[i])) for i in picks]
