@@ -1,11 +1,13 @@
-"""``make demo``: ingest the shipped demo corpus into Chroma and answer questions with citations.
+"""``conan-rag demo`` / ``make demo``: the bundled corpus into Chroma, then cited answers.
 
-The model is ``$CONAN_RAG_MODEL`` (default: the bundled all-MiniLM-L6-v2); the store is a
-temporary folder, so the demo leaves nothing behind. It ingests twice to show that unchanged
-documents are not embedded again.
+The model is ``--model``, else ``$CONAN_RAG_MODEL``, else the bundled all-MiniLM-L6-v2; the store
+is a temporary folder, so the demo leaves nothing behind. It ingests twice to show that unchanged
+documents are not embedded again. The corpus ships inside the package (:data:`CORPUS`), so the
+demo runs from an installed wheel too.
 
 Example:
-    >>> main()  # doctest: +SKIP
+    >>> sorted(p.name for p in CORPUS.iterdir())[:2]
+    ['NOTICE', 'coffee.html']
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from conan_rag.encoder import load_encoder
-from conan_rag.model_files import BUNDLED_MINILM
-from conan_rag.pipeline import MODEL_ENV, Pipeline
+from conan_rag.model.files import BUNDLED_MINILM
+from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
+from conan_rag.rag.retrieval import RetrievalOptions
+from conan_rag.registry import load_encoder
 
-CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus"
+CORPUS = Path(__file__).resolve().parent / "corpus"
 QUESTIONS = [
     "What gas do plants release during photosynthesis?",
     "When was smallpox declared eradicated?",
@@ -29,9 +32,11 @@ QUESTIONS = [
 ]
 
 
-def main(corpus: Path = CORPUS, questions: list[str] | None = None) -> None:
+def main(
+    corpus: Path = CORPUS, questions: list[str] | None = None, model: str | None = None
+) -> None:
     """Ingest ``corpus`` and print cited extractive answers to ``questions``."""
-    model = os.environ.get(MODEL_ENV) or BUNDLED_MINILM
+    model = model or os.environ.get(MODEL_ENV) or BUNDLED_MINILM
     start = time.perf_counter()
     encoder = load_encoder(model)
     print(f"{encoder}  (loaded in {time.perf_counter() - start:.1f}s)")
@@ -45,7 +50,7 @@ def main(corpus: Path = CORPUS, questions: list[str] | None = None) -> None:
         again = pipe.ingest([corpus])
         print(f"Re-ingest: {again.unchanged} unchanged, {again.chunks_embedded} chunks embedded")
         for question in questions or QUESTIONS:
-            answer = pipe.answer(question, k=3)
+            answer = pipe.answer(question, options=RetrievalOptions(k=3))
             print(f"\nQ: {question}\n{answer.text}")
     print(f"\nDone in {time.perf_counter() - start:.1f}s")
 

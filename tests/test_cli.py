@@ -60,12 +60,17 @@ def test_ingest_query_info_and_guard(
     # both models are named; the bundled MiniLM by its canonical id, whatever path loaded it
     assert "CollectionMismatch" not in err and str(conan_tiny) in err
     assert "sentence-transformers/all-MiniLM-L6-v2" in err
+    assert "Omit --model" in err and "--collection NAME" in err  # the CLI words the advice
     assert main(["ingest", str(docs), "--model", str(minilm_path), *common]) == 2
     capsys.readouterr()
     assert main(["info", *common]) == 0 and _json(capsys)["chunks"] == info["chunks"]
 
-    assert main(["query", "x", "--db", str(tmp_path / "empty"), "--collection", "nope"]) == 2
-    assert "No collection 'nope'" in capsys.readouterr().err
+    assert main(["query", "x", "--db", db, "--collection", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "No collection 'nope'" in err and "conan-rag ingest PATH" in err
+    assert main(["query", "x", "--db", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "--db" in err and "no such folder" in err and not (tmp_path / "empty").exists()
 
 
 def test_plain_output(tmp_path: Path, conan_tiny: Path, capsys) -> None:
@@ -119,3 +124,68 @@ def test_console_script_subprocess(tmp_path: Path, conan_tiny: Path) -> None:
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "http://HOST:PORT" in bad.stderr
+
+
+def test_help_shows_every_default_the_file_types_and_the_version(capsys) -> None:
+    import argparse
+
+    from conan_rag import __version__
+    from conan_rag.cli.parser import build_parser
+    from conan_rag.rag.documents import SUFFIXES
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"conan-rag {__version__}"
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"ingest", "query", "eval", "info", "demo"}
+    for name, command in sub.choices.items():
+        formatter = command._get_formatter()
+        options = [a for a in command._actions if a.option_strings and a.dest != "help"]
+        assert len(options) >= (1 if name == "demo" else 7)
+        for action in options:  # the text --help prints for it
+            entry = formatter._expand_help(action)
+            assert "default" in entry, (name, action.option_strings, entry)
+    ingest_help = sub.choices["ingest"].format_help()
+    assert all(suffix in ingest_help for suffix in SUFFIXES)
+    assert "hidden files" in ingest_help and "Ctrl-C" in ingest_help
+
+
+def test_query_builds_no_ingest_machinery(
+    tmp_path: Path, conan_tiny: Path, monkeypatch, capsys
+) -> None:
+    from conan_rag.rag import chunking
+
+    db = str(tmp_path / "db")
+    assert main(["ingest", str(CORPUS / "vaccines.md"), "--db", db, "--model", str(conan_tiny),
+                 "--no-progress"]) == 0  # fmt: skip
+
+    def no_chunker(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a query must not build a Chunker (it deep-copies the tokenizer)")
+
+    monkeypatch.setattr(chunking.Chunker, "__init__", no_chunker)
+    assert main(["query", "How do vaccines work?", "--db", db, "--json"]) == 0
+    assert main(["info", "--db", db, "--json"]) == 0
+
+
+def test_the_wheel_ships_the_demo_corpus(tmp_path: Path) -> None:
+    import zipfile
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("conan_rag-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    corpus = sorted(n for n in names if n.startswith("conan_rag/corpus/"))
+    assert {Path(n).name for n in corpus} == {p.name for p in CORPUS.iterdir()}
+    assert "conan_rag/cli/__init__.py" in names and "conan_rag/rag/pipeline.py" in names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    found = subprocess.run(  # the demo finds its corpus inside the installed package
+        [sys.executable, "-c", "from conan_rag import demo; print(demo.CORPUS)"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+    )  # fmt: skip
+    assert Path(found.stdout.strip()) == (tmp_path / "site" / "conan_rag" / "corpus").resolve()

@@ -1,0 +1,247 @@
+"""The ``conan-rag`` commands: ingest, query, eval, info and demo.
+
+Each command checks what it cheaply can first (paths, options, the store folder), then loads the
+model, then opens the store, so a failure leaves nothing behind. Library errors are turned into
+advice about flags by :mod:`conan_rag.cli.advice`.
+
+Example:
+    >>> import tempfile
+    >>> from conan_rag.cli.parser import build_parser
+    >>> from conan_rag.demo import CORPUS
+    >>> args = build_parser().parse_args(["ingest", str(CORPUS), "--db", tempfile.mkdtemp(),
+    ...     "--model", "sentence-transformers/all-MiniLM-L6-v2", "--json", "--no-progress"])
+    >>> cmd_ingest(args)  # doctest: +ELLIPSIS
+    {
+      "added": 6,
+    ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from conan_rag.encoder import Encoder
+from conan_rag.errors import InputPathError
+from conan_rag.rag.chunking import ChunkConfig, Chunker, ChunkMode
+from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
+from conan_rag.rag.report import IngestReport
+from conan_rag.rag.retrieval import RetrievalOptions, check_query
+from conan_rag.rag.store import DEFAULT_COLLECTION, check_location, open_client, recorded_config
+from conan_rag.registry import load_encoder
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _encoder(args: argparse.Namespace, model: str | None) -> Encoder:
+    return load_encoder(model, device=args.device, dtype=args.dtype)
+
+
+def _collection(args: argparse.Namespace) -> str:
+    return str(args.collection or DEFAULT_COLLECTION)
+
+
+def _resolve_encoder(args: argparse.Namespace, *, write: bool) -> Encoder | None:
+    """--model, else the collection's recorded model, else (to create one) the default.
+
+    ``None`` when reading a collection that does not exist (opening it then says so). The
+    store is only read here: nothing is created before the model has loaded.
+    """
+    if args.model is not None:
+        return _encoder(args, args.model)
+    default = os.environ.get(MODEL_ENV) or None
+    if args.chroma_url is None and not Path(args.db).expanduser().exists():
+        return _encoder(args, default) if write else None
+    client = open_client(args.db, args.chroma_url, write=False)
+    recorded = recorded_config(client, _collection(args))
+    if recorded is not None:
+        return load_encoder(config=recorded.replace(device=args.device, dtype=args.dtype))
+    return _encoder(args, default) if write else None
+
+
+def _open(
+    args: argparse.Namespace, *, write: bool, chunking: ChunkConfig | None = None
+) -> Pipeline:
+    """Check the store, load the model, check the chunking, then open (or create) the store."""
+    if args.chroma_url is None:
+        check_location(args.db, write=write)  # before loading a model or creating anything
+    encoder = _resolve_encoder(args, write=write)
+    if encoder is not None and chunking is not None:
+        Chunker(encoder, chunking)  # sizes checked against the model before anything is created
+    return Pipeline(
+        encoder,
+        db=args.db,
+        url=args.chroma_url,
+        collection=_collection(args),
+        create=write,
+        chunking=chunking,
+    )
+
+
+def _summary(name: str, report: IngestReport, seconds: float) -> str:
+    return (
+        f"{name}: {report.added} added, {report.updated} updated, {report.unchanged} "
+        f"unchanged, {report.deleted} deleted, {report.empty} empty ({report.chunks_embedded} "
+        f"chunks embedded, {report.chunks_deleted} deleted) in {seconds:.1f}s"
+    )
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """``conan-rag ingest PATH... [--prune] [--json]``: exit 1 when nothing could be stored."""
+    missing = [p for p in args.paths if not Path(p).expanduser().exists()]
+    if missing:
+        raise InputPathError(missing)
+    chunking = ChunkConfig(max_tokens=args.chunk_tokens, overlap_tokens=args.overlap)
+    pipe = _open(args, write=True, chunking=chunking)
+    start = time.perf_counter()
+    report = pipe.ingest(args.paths, prune=args.prune, show_progress=not args.no_progress)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(_summary(pipe.name, report, time.perf_counter() - start))
+        for path, reason in report.skipped:
+            print(f"skipped {path}: {reason}")
+        if report.explain():
+            print(report.explain())
+    return 1 if report.stored_nothing and not report.deleted else 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """``conan-rag query TEXT [--k --fetch-k --threshold --mmr --answer --json]``."""
+    check_query(args.text)
+    options = RetrievalOptions(
+        k=args.k, fetch_k=args.fetch_k, threshold=args.threshold, mmr=args.mmr
+    )
+    pipe = _open(args, write=False)
+    answer = pipe.answer(args.text, options=options) if args.answer else None
+    hits = answer.hits if answer is not None else pipe.retrieve(args.text, options)
+    if args.json:
+        rows = [
+            {"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits
+        ]
+        extra = {} if answer is None else {"answer": answer.text}
+        _print_json({"query": args.text, "hits": rows, **extra})
+        return 0
+    if not hits:
+        cut = "" if args.threshold is None else f" with cosine >= {args.threshold}"
+        print(f"No hits{cut}.")
+    for n, hit in enumerate(hits, 1):
+        meta = hit.metadata
+        where = meta.get("title") or meta.get("doc_id")
+        print(f"[{n}] cosine {hit.score:.4f}  {where}  (chunk {meta.get('chunk_index')})")
+        print("    " + " ".join(hit.text.split())[:300])
+    if answer is not None:
+        print("\n" + answer.text)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``conan-rag info``."""
+    info = _open(args, write=False).info()
+    if args.json:
+        _print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key:>15}: {value}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``conan-rag eval --beir DIR [...]``: metrics, and the threshold sweep when asked."""
+    from conan_rag.rag import evaluation
+
+    thresholds = evaluation.parse_range(args.thresholds) if args.thresholds else None
+    data = evaluation.load_beir(args.beir, args.split)
+    if args.limit_docs or args.limit_queries:
+        data = evaluation.subset(data, args.limit_docs, args.limit_queries)
+    mode: ChunkMode = "whole" if args.whole_documents else "tokens"
+    if args.chroma_url is None:
+        check_location(args.db, write=True)
+    encoder = _encoder(args, args.model or os.environ.get(MODEL_ENV) or None)
+    name = args.collection or re.sub(
+        r"[^a-zA-Z0-9._-]", "-", f"eval-{data.name}-{mode}-{encoder.fingerprint[:10]}"
+    )
+    pipe = Pipeline(
+        encoder, db=args.db, url=args.chroma_url, collection=name, chunking=ChunkConfig(mode=mode)
+    )
+    progress = not args.no_progress
+    start = time.perf_counter()
+    report = pipe.sync(evaluation.beir_documents(data), show_progress=progress)
+    ingest_s = time.perf_counter() - start
+    start = time.perf_counter()
+    run = evaluation.beir_run(pipe, data, show_progress=progress)
+    metrics = evaluation.evaluate(data.qrels, run)
+    result: dict[str, Any] = {
+        "dataset": data.name,
+        "split": args.split,
+        "model": encoder.model_id,
+        "mode": mode,
+        "documents": len(data.corpus),
+        "queries": len(data.queries),
+        "chunks": pipe.collection.count(),
+        "chunks_embedded": report.chunks_embedded,
+        "ingest_seconds": round(ingest_s, 2),
+        "search_seconds": round(time.perf_counter() - start, 2),
+        "metrics": metrics,
+    }
+    if thresholds:
+        rows = evaluation.threshold_sweep(data.qrels, run, thresholds)
+        result["sweep"] = [  # undefined precision/F1 (nothing kept) is null in JSON
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+            for row in rows
+        ]
+        if args.plot:
+            title = f"{data.name} ({mode}) {encoder.model_id.split('/')[-1]}"
+            result["plot"] = str(evaluation.plot_sweep(rows, args.plot, title))
+    if args.json:
+        _print_json(result)
+    else:
+        _print_eval(result, args.split)
+    return 0
+
+
+def _print_eval(result: dict[str, Any], split: str) -> None:
+    print(
+        f"{result['dataset']}/{split} {result['mode']}: {result['documents']} docs "
+        f"({result['chunks']} chunks), {result['queries']} queries, model {result['model']}"
+    )
+    for key, value in result["metrics"].items():
+        print(f"{key:>11}: {value:.5f}")
+    if "sweep" in result:
+        print(f"\n{'threshold':>9} {'precision':>9} {'recall':>7} {'f1':>6} {'retrieved':>9}")
+        for row in result["sweep"]:
+            precision, f1 = (
+                "-" if row[k] is None else f"{row[k]:.4f}" for k in ("precision", "f1")
+            )
+            print(
+                f"{row['threshold']:>9.3f} {precision:>9} {row['recall']:>7.4f} "
+                f"{f1:>6} {int(row['retrieved']):>9d}"
+            )
+        if "plot" in result:
+            print(f"plot: {result['plot']}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``conan-rag demo``: the bundled corpus, a temporary store, cited answers."""
+    from conan_rag import demo
+
+    demo.main(model=args.model)
+    return 0
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "query": cmd_query,
+    "eval": cmd_eval,
+    "info": cmd_info,
+    "demo": cmd_demo,
+}

@@ -1,0 +1,174 @@
+"""The ``conan-rag`` argument parser: every option says its default, ingest lists file types.
+
+Example:
+    >>> args = build_parser().parse_args(["query", "What is RAG?", "--k", "3"])
+    >>> args.command, args.k, args.db
+    ('query', 3, '.conan_rag')
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from conan_rag import __version__
+from conan_rag.model.files import BUNDLED_MINILM, DEFAULT_MODEL
+from conan_rag.rag.chunking import DEFAULT_OVERLAP
+from conan_rag.rag.documents import SUFFIXES
+from conan_rag.rag.pipeline import MODEL_ENV
+from conan_rag.rag.retrieval import RetrievalOptions
+from conan_rag.rag.store import DEFAULT_COLLECTION, DEFAULT_DB, TOKEN_ENV
+
+DESCRIPTION = (
+    "Conan-embedding-v1 (or any sentence-transformers model) for retrieval-augmented "
+    "generation: ingest documents into a Chroma collection, query it by exact cosine "
+    "similarity, evaluate retrieval."
+)
+_DEFAULTS = RetrievalOptions()
+_MODEL_DEFAULT = (
+    f"default: the model the collection records, else ${MODEL_ENV}, else {DEFAULT_MODEL}; "
+    f"offline try {BUNDLED_MINILM}"
+)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Adds ``(default: ...)`` to every option whose help does not state its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        return f"{text} (default: {action.default})"
+
+
+def _common(parser: argparse.ArgumentParser, collection: str = DEFAULT_COLLECTION) -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, help="folder of the embedded Chroma store")
+    parser.add_argument(
+        "--chroma-url",
+        default=None,
+        metavar="URL",
+        help=f"http://HOST:PORT of a Chroma server instead of --db; token from ${TOKEN_ENV} "
+        "(default: none, use --db)",
+    )
+    parser.add_argument("--model", default=None, help=f"model folder or hub id ({_MODEL_DEFAULT})")
+    parser.add_argument(
+        "--collection", default=None, help=f"collection name (default: {collection})"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _sub(
+    sub: argparse._SubParsersAction, name: str, text: str, epilog: str = ""
+) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    return sub.add_parser(  # type: ignore[no-any-return]
+        name,
+        help=text,
+        description=text,
+        epilog=textwrap.fill(epilog, 78),
+        formatter_class=_Formatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (for ``--help`` and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="conan-rag", description=DESCRIPTION, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"conan-rag {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    types = " ".join(SUFFIXES)
+    ingest = _sub(
+        sub,
+        "ingest",
+        "add or update files and folders in the collection",
+        f"Supported file types: {types}. Folders are walked recursively; hidden files and "
+        "folders (.git, .venv, ...) are skipped unless named. Re-running embeds only new or "
+        "changed documents; Ctrl-C keeps what was written and a re-run resumes.",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help=f"files or folders ({types})")
+    ingest.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete stored documents whose files are gone from the given PATHs",
+    )
+    ingest.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tokens per chunk, prompt and special tokens included (default: the model's "
+        "max_seq_length)",
+    )
+    ingest.add_argument(
+        "--overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        metavar="N",
+        help="tokens shared by consecutive chunks",
+    )
+    _common(ingest)
+
+    query = _sub(sub, "query", "retrieve passages for a question")
+    query.add_argument("text", metavar="TEXT", help="the question")
+    query.add_argument("--k", type=int, default=_DEFAULTS.k, help="passages to return")
+    query.add_argument(
+        "--fetch-k",
+        type=int,
+        default=None,
+        metavar="N",
+        help="candidates taken from the index before exact re-scoring (default: max(4k, 20))",
+    )
+    query.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="minimum cosine similarity in [-1, 1] (default: none)",
+    )
+    query.add_argument("--mmr", action="store_true", help="diversify the passages (MMR)")
+    query.add_argument("--answer", action="store_true", help="print an extractive answer too")
+    _common(query)
+
+    ev = _sub(sub, "eval", "evaluate retrieval on a BEIR dataset (nDCG, MAP, MRR, recall)")
+    ev.add_argument("--beir", required=True, metavar="DIR", help="BEIR dataset folder (required)")
+    ev.add_argument("--split", default="test", help="qrels split")
+    ev.add_argument(
+        "--whole-documents",
+        action="store_true",
+        help='embed each document whole (title + " " + text, truncated), as MTEB does',
+    )
+    ev.add_argument(
+        "--limit-docs", type=int, default=None, metavar="N", help="corpus subset (default: all)"
+    )
+    ev.add_argument(
+        "--limit-queries", type=int, default=None, metavar="N", help="queries (default: all)"
+    )
+    ev.add_argument(
+        "--thresholds",
+        default=None,
+        metavar="START:STOP:STEP",
+        help="sweep precision/recall/F1 over cosine thresholds, e.g. 0.2:0.8:0.05 "
+        "(default: no sweep)",
+    )
+    ev.add_argument(
+        "--plot", default=None, metavar="PNG", help="write the sweep plot here (default: none)"
+    )
+    _common(ev, collection="eval-DATASET-MODE-FINGERPRINT, kept for re-runs")
+
+    info = _sub(sub, "info", "show the collection, its model and counts")
+    _common(info)
+
+    demo = _sub(
+        sub, "demo", "ingest the bundled demo corpus into a temporary store and answer questions"
+    )
+    demo.add_argument(
+        "--model",
+        default=None,
+        help=f"model folder or hub id (default: ${MODEL_ENV}, else {BUNDLED_MINILM})",
+    )
+    return parser

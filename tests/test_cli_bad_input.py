@@ -1,0 +1,339 @@
+"""Bad input as a careful user tries it: a clear error or report, and nothing stored is lost.
+
+One test per row of the issue "Any CPU, nothing lost"; each failed before the fix. In-process
+``main([...])`` where that is faithful, a real subprocess where a signal, an exit status or a
+fresh environment is the point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conan_rag import load_encoder
+from conan_rag.cli import main
+from conan_rag.errors import InputPathError
+from conan_rag.rag.pipeline import Pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+CONAN_RAG = Path(sys.executable).with_name("conan-rag")
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def _docs(folder: Path, count: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"note{i}.md").write_text(
+            f"# Note {i}\n\nThe protein binds gene {i}. 细胞{i}分裂。", encoding="utf-8"
+        )
+    return folder
+
+
+def _chunks(db: str, capsys: pytest.CaptureFixture[str]) -> int:
+    capsys.readouterr()
+    assert main(["info", "--db", db, "--json"]) == 0
+    return int(_json(capsys)["chunks"])
+
+
+def _ingest(*args: str) -> list[str]:
+    return ["ingest", *args, "--no-progress"]
+
+
+def test_mistyped_path_with_prune_refuses_and_deletes_nothing(
+    tmp_path: Path, conan_tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, docs = str(tmp_path / "db"), _docs(tmp_path / "docs")
+    assert main(_ingest(str(docs), "--db", db, "--model", str(conan_tiny))) == 0
+    before = _chunks(db, capsys)
+    typo = str(tmp_path / "dcos")
+    assert main(_ingest(typo, "--prune", "--db", db)) == 2
+    err = capsys.readouterr().err
+    assert typo in err and "Nothing was ingested or deleted" in err and "Traceback" not in err
+    assert _chunks(db, capsys) == before > 0
+    pipe = Pipeline(db=db)  # the library refuses the same way, before any write
+    with pytest.raises(InputPathError) as info:
+        pipe.ingest([docs, typo], prune=True)
+    assert info.value.paths == [typo] and pipe.collection.count() == before
+
+
+def test_unlistable_folder_is_reported_and_its_documents_kept(
+    tmp_path: Path, conan_tiny: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    db, docs = str(tmp_path / "db"), _docs(tmp_path / "docs", 1)
+    locked = _docs(docs / "locked", 2)
+    assert main(_ingest(str(docs), "--db", db, "--model", str(conan_tiny), "--json")) == 0
+    assert _json(capsys)["added"] == 3
+    before = _chunks(db, capsys)
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:  # the walk meets a folder it may not list
+        if Path(str(path)).resolve() == locked.resolve():
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert main(_ingest(str(docs), "--prune", "--db", db, "--json")) == 0
+    report = _json(capsys)
+    assert report["skipped"] == [
+        {"path": str(locked.resolve()), "reason": "cannot list it (Permission denied)"}
+    ]
+    assert report["deleted"] == 0 and report["unchanged"] == 1
+    assert _chunks(db, capsys) == before
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    shutil.rmtree(locked)  # really gone now: pruning may delete what it can see is gone
+    assert main(_ingest(str(docs), "--prune", "--db", db, "--json")) == 0
+    assert _json(capsys)["deleted"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("Müller ärgert sich über die Größe der Straße.", "latin-1"),
+        ("Le garçon a mangé une crème brûlée à côté de l'hôtel.", "latin-1"),
+        ("“Smart quotes” – an en dash, 5 €.", "cp1252"),
+        ("北京是中国的首都。长城非常雄伟！", "gb18030"),
+        ("Привет, как дела? Москва - столица России.", "cp1251"),
+    ],
+)
+def test_legacy_encodings_are_stored_as_written(
+    tmp_path: Path, conan_tiny: Path, text: str, encoding: str
+) -> None:
+    (tmp_path / "legacy.txt").write_bytes(text.encode(encoding))
+    encoder = load_encoder(str(conan_tiny), device="cpu", dtype="float32")
+    pipe = Pipeline(encoder, db=tmp_path / "db")
+    assert pipe.ingest([tmp_path / "legacy.txt"]).added == 1
+    assert pipe.collection.get(include=["documents"])["documents"] == [text]  # never mojibake
+
+
+def test_undecodable_file_is_skipped_with_a_reason_not_stored(
+    tmp_path: Path, conan_tiny: Path, capsys
+) -> None:
+    (tmp_path / "data.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    args = _ingest(str(tmp_path / "data.txt"), "--db", str(tmp_path / "db"))
+    assert main([*args, "--model", str(conan_tiny), "--json"]) == 1
+    report = _json(capsys)
+    assert report["added"] == 0 and "binary" in report["skipped"][0]["reason"]
+
+
+def test_progress_advances_per_batch_in_phases(tmp_path: Path, conan_tiny: Path, capsys) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(4):
+        (docs / f"d{i}.txt").write_text(f"Cell {i} divides. " * 900, encoding="utf-8")
+    encoder = load_encoder(str(conan_tiny), device="cpu", dtype="float32", token_budget=2048)
+    pipe = Pipeline(encoder, db=tmp_path / "db")
+    events: list = []
+    report = pipe.ingest([docs], on_progress=events.append)
+    phases = list(dict.fromkeys(e.phase for e in events))
+    assert phases == ["scanning", "checking", "embedding"]
+    checking = [e for e in events if e.phase == "checking"]
+    assert [e.done for e in checking][-1] == checking[-1].total == 4
+    embedding = [e for e in events if e.phase == "embedding"]
+    dones = [e.done for e in embedding]
+    assert dones == sorted(dones) and dones[-1] == pytest.approx(embedding[-1].total)
+    assert embedding[-1].total == sum(len(p.read_text()) for p in docs.iterdir())
+    # ~4 chunks of up to 512 tokens per batch of 2048: it moves with every model batch
+    assert len(set(dones)) >= report.chunks_embedded // 5 >= 8
+    assert embedding[-1].chunks == report.chunks_embedded
+    # the command shows the same phases on stderr
+    args = _ingest(str(docs), "--db", str(tmp_path / "db2"), "--model", str(conan_tiny))
+    assert main([a for a in args if a != "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "Checking for changes" in err and "Embedding" in err and "chunks=" in err
+
+
+def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
+    tmp_path: Path, minilm_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(40):
+        body = " ".join(f"Protein {i}-{j} binds gene {j} in cell line {i}." for j in range(40))
+        (docs / f"paper{i:02d}.txt").write_text(body, encoding="utf-8")
+    model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
+    command = [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), *model]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert child.stderr is not None
+    seen = bytearray()
+
+    def read() -> None:  # tqdm redraws with "\r", so read bytes, not lines
+        while byte := child.stderr.read(1):  # type: ignore[union-attr]
+            seen.extend(byte)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while b"chunks=" not in seen and time.monotonic() < deadline:  # embedding has begun
+        time.sleep(0.1)
+    time.sleep(1.0)
+    child.send_signal(signal.SIGINT)
+    assert child.stdout is not None
+    child.stdout.read()
+    child.wait(timeout=120)
+    reader.join(timeout=10)
+    err = seen.decode(errors="replace")
+    assert child.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    message = err.strip().splitlines()[-1]
+    assert "interrupted;" in message and "Run the same command again to resume" in message
+    written = int(message.split("interrupted; ")[1].split(" chunks")[0])
+    assert written > 0
+
+    resumed = subprocess.run([*command, "--json", "--no-progress"], capture_output=True,
+                             text=True, env=env, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    clean = subprocess.run(
+        [*command[:4], str(tmp_path / "clean"), *command[5:], "--json", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    full = json.loads(clean.stdout)["chunks_embedded"]
+    assert report["chunks_embedded"] <= full - written + 1  # what was written is not redone
+    got = Pipeline(db=tmp_path / "db").collection.get(include=["documents"])
+    want = Pipeline(db=tmp_path / "clean").collection.get(include=["documents"])
+    assert sorted(zip(got["ids"], got["documents"])) == sorted(zip(want["ids"], want["documents"]))
+
+
+def _without_file_permissions_bypass() -> list[str]:
+    """Root ignores permission bits; run the child as root without that capability."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("running as root needs util-linux's setpriv to test read-only folders")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def test_db_that_is_a_file_or_read_only_gets_one_line(
+    tmp_path: Path, conan_tiny: Path, capsys
+) -> None:
+    docs = _docs(tmp_path / "docs")
+    (tmp_path / "file").write_text("not a folder")
+    for command in ("ingest", "query"):
+        args = [str(docs)] if command == "ingest" else ["a question"]
+        assert main([command, *args, "--db", str(tmp_path / "file"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--db" in err and "it is a file, not a folder" in err
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+    existing = tmp_path / "existing"
+    assert main(_ingest(str(docs), "--db", str(existing), "--model", str(conan_tiny))) == 0
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for folder in (readonly, existing):
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        for db in (readonly / "new_db", existing):
+            done = subprocess.run(
+                [*_without_file_permissions_bypass(), str(CONAN_RAG), "ingest", str(docs),
+                 "--db", str(db), "--model", str(conan_tiny), "--no-progress"],
+                capture_output=True, text=True, env=env, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+            assert f"--db {db}" in done.stderr
+            assert "not writable" in done.stderr or "read-only" in done.stderr
+    finally:
+        for folder in (readonly, existing):
+            for path in [folder, *folder.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+    assert not (readonly / "new_db").exists()
+
+
+def test_empty_or_blank_query_is_refused(tmp_path: Path, conan_tiny: Path, capsys) -> None:
+    db = str(tmp_path / "db")
+    assert main(_ingest(str(_docs(tmp_path / "docs")), "--db", db, "--model", str(conan_tiny))) == 0
+    capsys.readouterr()
+    for blank in ("", "   ", "\n\t"):
+        assert main(["query", blank, "--db", db]) == 2
+        assert "query is empty" in capsys.readouterr().err
+
+
+def test_bad_sizes_are_refused_before_anything_is_created(
+    tmp_path: Path, conan_tiny: Path, capsys
+) -> None:
+    db = tmp_path / "db"
+    docs = str(_docs(tmp_path / "docs"))
+    sizes = [
+        ["--chunk-tokens", "64", "--overlap", "64"],
+        ["--chunk-tokens", "64", "--overlap", "100"],
+        ["--overlap", "600"],  # the tiny model holds 512 tokens
+        ["--overlap", "-1"],
+        ["--chunk-tokens", "4"],
+    ]
+    for bad in sizes:
+        assert main(_ingest(docs, "--db", str(db), "--model", str(conan_tiny), *bad)) == 2, bad
+        err = capsys.readouterr().err
+        assert ("--overlap" in err or "--chunk-tokens" in err) and not db.exists(), (bad, err)
+    assert main(_ingest(docs, "--db", str(db), "--model", str(conan_tiny))) == 0
+    capsys.readouterr()
+    for bad in (["--fetch-k", "0"], ["--fetch-k", "-5"], ["--k", "0"], ["--threshold", "2"]):
+        assert main(["query", "cells", "--db", str(db), *bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and bad[0] in err, err
+
+
+def test_hidden_files_and_folders_are_skipped_unless_named(
+    tmp_path: Path, conan_tiny: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    root = _docs(tmp_path / "project", 1)
+    for hidden in (".hidden.md", ".venv/lib/site.md", "sub/.git/notes.md"):
+        (root / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (root / hidden).write_text("Hidden text about cells.", encoding="utf-8")
+    monkeypatch.chdir(root)
+    db = str(tmp_path / "db")
+    assert main(_ingest(".", "--db", db, "--model", str(conan_tiny), "--json")) == 0
+    report = _json(capsys)
+    assert report["added"] == 1 and report["files"] == 1 and report["hidden"] == 3
+    assert main(_ingest(".hidden.md", "--db", db, "--json")) == 0  # named explicitly: taken
+    assert _json(capsys)["added"] == 1
+
+
+def test_default_model_missing_creates_nothing_and_says_how_to_get_it(tmp_path: Path) -> None:
+    docs = _docs(tmp_path / "docs")
+    env = {k: v for k, v in os.environ.items() if k != "CONAN_RAG_MODEL"}
+    env.update(HF_HOME=str(tmp_path / "empty_hf_home"), HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "`hf download TencentBAC/Conan-embedding-v1`" in done.stderr
+    assert "`huggingface-cli download TencentBAC/Conan-embedding-v1`" in done.stderr
+    assert "--model sentence-transformers/all-MiniLM-L6-v2" in done.stderr
+    assert not (tmp_path / "db").exists()
+
+
+def test_nothing_to_add_says_what_was_found(tmp_path: Path, conan_tiny: Path, capsys) -> None:
+    db = str(tmp_path / "db")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.docx").write_bytes(b"PK\x03\x04")
+    (other / "notes.rtf").write_text("{\\rtf1 hi}")
+    assert main(_ingest(str(other), "--db", db, "--model", str(conan_tiny))) == 1
+    out = capsys.readouterr().out
+    assert "0 added" in out and "found 0 supported files" in out
+    assert "2 files of other types were left out (.docx ×1, .rtf ×1)" in out
+    assert "supported types are .txt" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "blank.md").write_text("  \n\n ", encoding="utf-8")
+    (empty / "zero.txt").write_bytes(b"")
+    assert main(_ingest(str(empty), "--db", db)) == 1
+    out = capsys.readouterr().out
+    assert "2 empty" in out and "2 had no text" in out and "zero.txt" in out
