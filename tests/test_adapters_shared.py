@@ -11,7 +11,7 @@ from llama_index.embeddings.conan import ConanEmbedding
 
 import conan_rag
 from conan_rag.chroma import ConanEmbeddingFunction
-from conan_rag.encoder import loaded_backends
+from conan_rag.registry import loaded_backends
 from conan_rag.testing import build_conan_layout_model
 
 # Characters the tiny Conan-layout vocab knows (its first 3,000 CJK characters).

@@ -1,5 +1,8 @@
 """LangChain integration for conan-rag: Conan-embedding-v1 embeddings on one shared encoder.
 
+``ConanEmbeddings`` needs only the encoder core; ``ConanRetriever`` (imported on first use) needs
+the RAG extra (``pip install 'langchain-conan[rag]'``), so embedding never pulls in a vector store.
+
 Example:
     >>> from langchain_conan import ConanEmbeddings
     >>> emb = ConanEmbeddings(model="sentence-transformers/all-MiniLM-L6-v2", device="cpu")
@@ -9,10 +12,22 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from langchain_conan.embeddings import ConanEmbeddings
-from langchain_conan.retrievers import ConanRetriever
+
+if TYPE_CHECKING:
+    from langchain_conan.retrievers import ConanRetriever
 
 __all__ = [
     "ConanEmbeddings",
     "ConanRetriever",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ConanRetriever":
+        from langchain_conan.retrievers import ConanRetriever
+
+        return ConanRetriever
+    raise AttributeError(f"module 'langchain_conan' has no attribute {name!r}")

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conan_rag import load_encoder
-from conan_rag.loaders import Document as Doc
-from conan_rag.pipeline import Pipeline
+from conan_rag.errors import ConanConfigError
+from conan_rag.rag.documents import Document as Doc
+from conan_rag.rag.pipeline import Pipeline
+from conan_rag.rag.retrieval import RetrievalOptions as Options
 from pydantic import ValidationError
 
 from langchain_conan.retrievers import ConanRetriever
@@ -31,8 +33,10 @@ def pipe(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Pipelin
 
 
 def test_scores_are_cosine_and_match_the_pipeline(pipe: Pipeline) -> None:
-    docs = ConanRetriever(pipeline=pipe, k=3).invoke("What is the capital of France?")
-    hits = pipe.retrieve("What is the capital of France?", k=3)
+    docs = ConanRetriever(pipeline=pipe, options=Options(k=3)).invoke(
+        "What is the capital of France?"
+    )
+    hits = pipe.retrieve("What is the capital of France?", Options(k=3))
     assert [d.id for d in docs] == [h.id for h in hits]
     assert docs[0].metadata["doc_id"] in {"paris", "paris2"}
     q = pipe.encoder.encode(["What is the capital of France?"], kind="query")[0]
@@ -42,22 +46,30 @@ def test_scores_are_cosine_and_match_the_pipeline(pipe: Pipeline) -> None:
 
 
 def test_threshold_filter_and_mmr(pipe: Pipeline) -> None:
-    all_docs = ConanRetriever(pipeline=pipe, k=4).invoke("capital of France")
+    all_docs = ConanRetriever(pipeline=pipe, options=Options(k=4)).invoke("capital of France")
     cut = (all_docs[1].metadata["score"] + all_docs[2].metadata["score"]) / 2
-    kept = ConanRetriever(pipeline=pipe, k=4, threshold=cut).invoke("capital of France")
+    kept = ConanRetriever(pipeline=pipe, options=Options(k=4, threshold=cut)).invoke(
+        "capital of France"
+    )
     assert len(kept) == 2 and all(d.metadata["score"] >= cut for d in kept)
-    only = ConanRetriever(pipeline=pipe, where={"doc_id": "mars"}).invoke("capital of France")
+    only = ConanRetriever(pipeline=pipe, options=Options(where={"doc_id": "mars"})).invoke(
+        "capital of France"
+    )
     assert [d.metadata["doc_id"] for d in only] == ["mars"]
-    diverse = ConanRetriever(pipeline=pipe, k=2, mmr=True, lambda_mult=0.3).invoke(
+    diverse = ConanRetriever(pipeline=pipe, options=Options(k=2, mmr=True, lambda_mult=0.3)).invoke(
         "capital of France"
     )
     assert {d.metadata["doc_id"] for d in diverse} != {"paris", "paris2"}
 
 
 def test_async_and_validation(pipe: Pipeline) -> None:
-    docs = asyncio.run(ConanRetriever(pipeline=pipe, k=1).ainvoke("red planet"))
+    docs = asyncio.run(ConanRetriever(pipeline=pipe, options=Options(k=1)).ainvoke("red planet"))
     assert docs[0].metadata["doc_id"] == "mars"
+    with pytest.raises(ConanConfigError, match="threshold"):
+        ConanRetriever(pipeline=pipe, options=Options(threshold=1.5))
     with pytest.raises(ValidationError):
-        ConanRetriever(pipeline=pipe, threshold=1.5)
-    with pytest.raises(ValidationError):
-        ConanRetriever(pipeline=pipe, kk=3)
+        ConanRetriever(pipeline=pipe, k=3)  # options go in `options`: a typo fails loudly
+    from_dict = ConanRetriever(pipeline=pipe, options={"k": 1, "threshold": 0.2})
+    assert from_dict.options == Options(k=1, threshold=0.2)  # a dict is read as the options
+    with pytest.raises((ConanConfigError, ValidationError), match="k must be"):
+        ConanRetriever(pipeline=pipe, options={"k": 0})

@@ -1,4 +1,10 @@
-"""ConanEmbedding: hooks not public overrides, events, serialization, index, ingestion."""
+"""ConanEmbedding: hooks not public overrides, events, serialization, index, ingestion.
+
+Numeric checks compare the adapter with the core encoder on the same texts in the same call
+shape, on the default dtype (bfloat16 on CPUs with native bf16, float32 elsewhere): one
+computation either way, so they agree to 1e-6 whatever the default resolves to. Where a check
+needs a reference computed differently, it pins ``dtype="float32"``; bfloat16 is run explicitly.
+"""
 
 from __future__ import annotations
 

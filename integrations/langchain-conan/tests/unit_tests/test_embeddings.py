@@ -1,4 +1,10 @@
-"""ConanEmbeddings behaviour: configuration, prompts, plain-float output, non-blocking async."""
+"""ConanEmbeddings behaviour: configuration, prompts, plain-float output, non-blocking async.
+
+Numeric checks compare the adapter with the core encoder on the same texts in the same call
+shape, on the default dtype (bfloat16 on CPUs with native bf16, float32 elsewhere): one
+computation either way, so they agree to 1e-6 whatever the default resolves to. Where a check
+needs a reference computed differently, it pins ``dtype="float32"``; bfloat16 is run explicitly.
+"""
 
 from __future__ import annotations
 
@@ -137,3 +143,14 @@ async def test_aembed_documents_does_not_block_the_event_loop(conan_tiny: Path) 
     assert ticks >= (elapsed / 0.01) / 3, f"{ticks} ticks in {elapsed:.2f}s: the loop was blocked"
     gaps = np.diff([start, *stamps])
     assert gaps.max() < 0.5, f"the loop stalled for {gaps.max():.2f}s"
+
+
+def test_bfloat16_runs_and_stays_close_to_float32() -> None:
+    # Explicit on every CPU (native or emulated bf16): the dtype reaches the shared encoder.
+    docs = ["Paris is the capital of France.", "细胞分裂。", "A longer sentence about genes."]
+    bf16 = ConanEmbeddings(model=MINILM, device="cpu", dtype="bfloat16")
+    fp32 = ConanEmbeddings(model=MINILM, device="cpu", dtype="float32")
+    assert (bf16.encoder.dtype, fp32.encoder.dtype) == ("bfloat16", "float32")
+    assert bf16.encoder.backend is not fp32.encoder.backend
+    cos = (np.array(bf16.embed_documents(docs)) * np.array(fp32.embed_documents(docs))).sum(1)
+    assert cos.min() >= 0.999 and cos.max() < 1.0 - 1e-7  # close, and really computed in bf16
