@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from conan_rag import load_encoder  # noqa: E402
-from conan_rag.devices import cpu_has_native_bf16, resolve_dtype  # noqa: E402
-from conan_rag.model_files import BUNDLED_MINILM, resolve_model  # noqa: E402
+from conan_rag.model.files import BUNDLED_MINILM, resolve_model  # noqa: E402
+from conan_rag.runtime.devices import cpu_has_native_bf16, resolve_dtype  # noqa: E402
 
 CORPUS = ROOT / "data" / "scifact" / "corpus.jsonl.gz"
 VARIANTS = (

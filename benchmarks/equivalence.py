@@ -20,7 +20,7 @@ from sentence_transformers import SentenceTransformer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from conan_rag import load_encoder
-from conan_rag.model_files import BUNDLED_MINILM, resolve_model
+from conan_rag.model.files import BUNDLED_MINILM, resolve_model
 from conan_rag.testing import build_conan_layout_model
 from tests.texts import varied_texts
 

@@ -5,7 +5,8 @@ Builds a random-weight model with Conan's exact shape and layout (BERT-large: 24
 (SciFact abstracts + short SciFact claims) and prints, per system: tokens/s, min cosine vs
 sentence-transformers fp32, achieved fraction of the GPU's bf16 dense peak, and peak GPU memory.
 
-* conan-rag: ``load_encoder(dtype="auto")`` (bf16 on CUDA), unpadded varlen forward, queue.
+* conan-rag: ``load_encoder(dtype=...)`` for each ``--dtype`` (default ``auto``: bf16 on CUDA),
+  unpadded varlen forward on CUDA, batching queue. Rows are labelled ``conan-<dtype>``.
 * sentence-transformers fp32 with its defaults, and fp16 (``model_kwargs={"dtype": fp16}``).
 
 FLOPs = 2 x (transformer matmul parameters) x tokens + attention (4 x hidden x sum(len^2) per
@@ -13,6 +14,7 @@ layer), counted on real tokens only: padding computed by a system is waste, not 
 
     python benchmarks/gpu_throughput.py                  # one GPU, < 5 minutes
     python benchmarks/gpu_throughput.py --peak-tflops 989
+    python benchmarks/gpu_throughput.py --dtype bfloat16 float16
     python benchmarks/gpu_throughput.py --smoke          # tiny model on cpu, seconds
 """
 
@@ -37,7 +39,8 @@ import numpy as np
 import torch
 
 from conan_rag import load_encoder
-from conan_rag.encoder import clear_registry
+from conan_rag.registry import clear_registry
+from conan_rag.runtime.devices import resolve_device, resolve_dtype
 from conan_rag.testing import build_conan_layout_model
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -127,6 +130,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the table")
     parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers'")
     parser.add_argument("--skip-st", action="store_true", help="only conan-rag")
+    parser.add_argument(
+        "--dtype", nargs="+", default=["auto"], help="conan-rag dtypes to run (default: auto)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny model and few texts")
     parser.add_argument(
         "--forward",
@@ -158,12 +164,12 @@ def main() -> None:
 
 def run(args: argparse.Namespace, device: torch.device, folder: Path) -> None:
     texts = scifact_texts(args.docs, args.queries)
-    encoder = load_encoder(str(folder), device=str(device), dtype="auto")
-    if args.forward not in (None, "auto"):
-        encoder.backend.forward_mode = args.forward
-    lengths = [len(ids) for ids in encoder.tokenize(texts)]
-    config = encoder.backend.transformer.config
-    flops = model_flops(config, lengths)
+    probe = load_encoder(str(folder), device=str(device), dtype="float32")
+    lengths = [len(ids) for ids in probe.tokenize(texts)]
+    flops = model_flops(probe.backend.transformer.config, lengths)
+    probe.queue.stop()
+    del probe
+    clear_registry()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or (peak_tflops(name) if device.type == "cuda" else None)
     print(
@@ -171,13 +177,18 @@ def run(args: argparse.Namespace, device: torch.device, folder: Path) -> None:
         f"texts: {len(texts)}   tokens: {sum(lengths)} (mean {np.mean(lengths):.0f}, "
         f"max {max(lengths)})   GFLOP: {flops / 1e9:.0f}"
     )
-    print(
-        f"conan-rag: dtype={encoder.dtype} forward={encoder.backend.forward_mode} "
-        f"token_budget={encoder.backend.token_budget}"
-    )
+    loaded: list[object] = []
 
     # One system on the device at a time, so peak memory is its own weights + activations.
-    def ours() -> Callable[[list[str]], np.ndarray]:
+    def ours(dtype: str) -> Callable[[list[str]], np.ndarray]:
+        encoder = load_encoder(str(folder), device=str(device), dtype=dtype)
+        if args.forward not in (None, "auto"):
+            encoder.backend.forward_mode = args.forward
+        print(
+            f"conan-rag: dtype={encoder.dtype} forward={encoder.backend.forward_mode} "
+            f"token_budget={encoder.token_budget}"
+        )
+        loaded.append(encoder)
         return lambda batch: encoder.encode(batch)
 
     def sentence_transformers(dtype: torch.dtype | None) -> Callable[[list[str]], np.ndarray]:
@@ -189,7 +200,10 @@ def run(args: argparse.Namespace, device: torch.device, folder: Path) -> None:
             batch, batch_size=args.st_batch_size, normalize_embeddings=True
         )
 
-    systems: dict[str, Callable[[], Callable[[list[str]], np.ndarray]]] = {"conan-rag": ours}
+    systems: dict[str, Callable[[], Callable[[list[str]], np.ndarray]]] = {}
+    for dtype in args.dtype:
+        resolved = resolve_dtype(dtype, resolve_device(str(device)))
+        systems[f"conan-{resolved}"] = lambda dtype=dtype: ours(dtype)  # type: ignore[misc]
     if not args.skip_st:
         systems["st-fp32"] = lambda: sentence_transformers(None)
         if device.type == "cuda":
@@ -206,12 +220,12 @@ def run(args: argparse.Namespace, device: torch.device, folder: Path) -> None:
         results[label] = timed(lambda embed=embed: embed(texts), device)  # type: ignore[misc]
         print(f"  ran {label} in {results[label][1]:.1f}s", flush=True)
         del embed
-        if label == "conan-rag":  # free its weights before the next system loads
-            encoder.backend.queue.stop()
-            clear_registry()
-            del encoder
+        for encoder in loaded:  # free conan-rag's weights before the next system loads
+            encoder.queue.stop()  # type: ignore[attr-defined]
+        loaded.clear()
+        clear_registry()
 
-    reference = results.get("st-fp32", results["conan-rag"])[0].astype(np.float32)
+    reference = results.get("st-fp32", next(iter(results.values())))[0].astype(np.float32)
     print(
         f"\n{'system':<10} {'tokens/s':>10} {'vs st-fp32':>10} {'min cos':>9} "
         f"{'TFLOPS':>7} {'of peak':>8} {'peak GiB':>9}"

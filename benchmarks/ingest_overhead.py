@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from conan_rag import load_encoder
-from conan_rag.chunking import Chunker
-from conan_rag.loaders import load_file
-from conan_rag.pipeline import Pipeline
+from conan_rag.rag.chunking import Chunker
+from conan_rag.rag.documents import read_file
+from conan_rag.rag.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,9 +30,10 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(REPO / "data/scifact/corpus.jsonl.gz"))
     parser.add_argument("--limit", type=int, default=500, help="documents (0 = all)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
 
-    encoder = load_encoder(args.model, device=args.device)
+    encoder = load_encoder(args.model, device=args.device, dtype=args.dtype)
     encoder.encode(["warm up"] * 8)
     with tempfile.TemporaryDirectory() as folder:
         corpus = Path(folder) / "corpus.jsonl"
@@ -43,7 +44,7 @@ def main() -> None:
 
         # Encoding alone: the exact texts the pipeline embeds, chunked beforehand (untimed).
         chunker = Chunker(encoder)
-        texts = [c.embed_text for d in load_file(corpus) for c in chunker.chunk(d)]
+        texts = [c.embed_text for d in read_file(corpus) for c in chunker.chunk(d)]
 
         def encode_only() -> float:
             start = time.perf_counter()
@@ -64,6 +65,7 @@ def main() -> None:
             {
                 "model": encoder.model_id,
                 "device": encoder.device,
+                "dtype": encoder.dtype,
                 "documents": n_docs,
                 "chunks": len(texts),
                 "chunks_embedded": report.chunks_embedded,

@@ -1,4 +1,8 @@
-"""The benchmark scripts still run: both, with tiny sizes, in one subprocess on the cpu."""
+"""The benchmark scripts still run: all, with tiny sizes, in one subprocess on the cpu.
+
+Numeric checks name their dtype: float32 must equal sentence-transformers fp32 (cos >= 0.99999),
+bfloat16 — run explicitly whatever the CPU, emulated or native — must be close (>= 0.999).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_benchmarks_run_with_smoke_sizes() -> None:
-    # One interpreter for both scripts: importing torch and transformers twice would double
-    # the test's time.
+    # One interpreter for the scripts: importing torch and transformers again would double the
+    # test's time.
     script = textwrap.dedent(
         """
         import runpy, sys
-        for name in ("concurrency", "gpu_throughput"):
-            sys.argv = [name, "--smoke", "--device", "cpu"]
+        runs = {
+            "concurrency": ["--smoke", "--device", "cpu"],
+            "gpu_throughput": ["--smoke", "--device", "cpu", "--dtype", "float32", "bfloat16"],
+            "ingest_memory": ["--smoke"],
+        }
+        for name, args in runs.items():
+            sys.argv = [name, *args]
             runpy.run_path(f"benchmarks/{name}.py", run_name="__main__")
             print(f"=== {name} done", flush=True)
         """
@@ -34,12 +43,14 @@ def test_benchmarks_run_with_smoke_sizes() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "=== concurrency done" in out and "=== gpu_throughput done" in out
+    assert "=== ingest_memory done" in out and "peak RSS" in out
     assert "queue/lock throughput:" in out and "one batch" in out
     assert "queue vs lock min cosine: 1.000000" in out
     assert "forward=varlen" in out
     rows = {
         line.split()[0]: line.split() for line in out.splitlines() if line[:3] in ("con", "st-")
     }
-    assert float(rows["conan-rag"][1]) > 0  # tokens/s
-    assert float(rows["conan-rag"][3]) >= 0.99999  # min cosine vs sentence-transformers fp32
+    assert float(rows["conan-float32"][1]) > 0  # tokens/s
+    assert float(rows["conan-float32"][3]) >= 0.99999  # min cosine vs sentence-transformers fp32
+    assert 0.999 <= float(rows["conan-bfloat16"][3]) < 1.0  # bf16 really ran: close, not equal
     assert float(rows["st-fp32"][3]) >= 0.99999
