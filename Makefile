@@ -2,8 +2,16 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-# Where no NVIDIA GPU is present, install the CPU build of torch (found on local disk here).
-TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+TORCH_VERSION ?= 2.13.0
+# Which torch build: with an NVIDIA GPU (nvidia-smi found), PyPI's default (CUDA) build. Without
+# one, the CPU build from PyTorch's CPU wheel index when that index answers (else a stock Linux
+# machine would download the multi-GB CUDA build from PyPI); when it does not answer, pip's
+# configured indexes (where this project is developed, they hold the CPU wheel on local disk).
+# Evaluated only when installing. Override with TORCH_INDEX=URL, or TORCH_INDEX= for pip's default.
+CPU_TORCH_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then :; \
+	elif $(PYTHON) -c "import urllib.request as u; u.urlopen('$(CPU_TORCH_INDEX)/', timeout=5)" \
+	>/dev/null 2>&1; then echo $(CPU_TORCH_INDEX); fi)
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 INTEGRATIONS := integrations/langchain-conan integrations/llama-index-embeddings-conan
@@ -15,7 +23,8 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml $(wildcard integrations/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	@echo "torch $(TORCH_VERSION) from: $(or $(TORCH_INDEX),pip's configured indexes)"
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[dev,demo]" $(foreach p,$(wildcard $(INTEGRATIONS)),-e $(p))
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
@@ -23,7 +32,7 @@ $(STAMP): pyproject.toml $(wildcard integrations/*/pyproject.toml)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m conan_rag.demo
+	$(VENV)/bin/conan-rag demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check conan_rag tests benchmarks integrations

@@ -54,7 +54,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_readme_has_two_setup_commands_and_no_unrun_blocks() -> None:
     console = "\n".join(blocks("console"))
     assert "make demo" in console and "make test" in console
-    allowed = ("make ", "huggingface-cli ", "export ", "conan-rag ", "HF_HUB_OFFLINE=1 ")
+    allowed = ("make ", "hf ", "export ", "conan-rag ", "HF_HUB_OFFLINE=1 ")
     for line in filter(None, (ln.strip() for ln in console.splitlines())):
         assert line.startswith(allowed), f"console line neither set-up nor download: {line}"
     text = README.read_text(encoding="utf-8")
@@ -111,6 +111,9 @@ def test_pipeline_and_cli_quickstart(workdir: Path, capsys: pytest.CaptureFixtur
         ns = run(block)
         assert "1980" in capsys.readouterr().out  # smallpox: the cited passage has the year
         assert ns["pipe"].info()["chunks"] > 0
+        hits = ns["hits"]
+        assert 0 < len(hits) <= 3 and all(h.score >= 0.3 for h in hits)
+        assert "everest" in hits[0].metadata["source"].lower()
     finally:
         SharedSystemClient.clear_system_cache()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
