@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from conan_rag import load_encoder
 from conan_rag.rag.chunking import ChunkConfig
 from conan_rag.rag.pipeline import Pipeline
@@ -101,3 +103,47 @@ def test_sigkill_midway_then_rerun_equals_clean_ingest(tmp_path: Path, conan_tin
     assert resumed.collection.count() == clean.collection.count() == len(expected)
     again = resumed.sync(crash_docs(2))
     assert again.chunks_embedded == 0 and again.unchanged == len(crash_docs(2))
+
+
+def test_ctrl_c_during_the_final_flush_leaves_no_thread_running(
+    tmp_path: Path, conan_tiny: Path, monkeypatch
+) -> None:
+    # Ctrl-C while the ingest waits for its writer to flush the last groups. On Python 3.11 an
+    # interrupted Thread.join marks the still-running thread as stopped, so a second join returned
+    # at once and the process exited under a thread inside torch/Chroma ("terminate called
+    # without an active exception", exit -6). The writer must be finished when the error surfaces.
+    import threading
+
+    from conan_rag.rag import writer as writer_module
+    from conan_rag.rag.report import IngestInterrupted
+
+    encoder = load_encoder(str(conan_tiny), device="cpu", dtype="float32")
+    pipe = Pipeline(encoder, db=str(tmp_path / "db"), collection="flush", chunking=CHUNKING,
+                    upsert_batch=8)  # fmt: skip
+    real_close, real_write = writer_module.Writer.close, writer_module.Writer._write
+    writers: list = []
+
+    def close(self, drop_pending: bool = False) -> None:
+        writers.append(self)
+        if not drop_pending:  # the final flush: Ctrl-C arrives while it waits
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        real_close(self, drop_pending)
+
+    def slow_write(self, group) -> None:  # type: ignore[no-untyped-def]
+        time.sleep(0.2)
+        real_write(self, group)
+
+    monkeypatch.setattr(writer_module.Writer, "close", close)
+    monkeypatch.setattr(writer_module.Writer, "_write", slow_write)
+    with pytest.raises(IngestInterrupted) as info:
+        pipe.sync(crash_docs(1))
+    assert info.value.report.interrupted and len(writers) == 2  # flush, then the drop
+    assert writers[0]._done.is_set() and not writers[0]._thread.is_alive()
+    monkeypatch.undo()
+    report = pipe.sync(crash_docs(1))  # what was written stays; the rest completes
+    assert (
+        report.chunks_embedded
+        < Pipeline(encoder, db=str(tmp_path / "clean"), collection="flush", chunking=CHUNKING)
+        .sync(crash_docs(1))
+        .chunks_embedded
+    )

@@ -13,8 +13,10 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from conan_rag.rag.report import IngestReport
 
 QUEUED = 2  # groups cut ahead of the one being embedded
+EXIT_WAIT_S = 60.0  # at interpreter exit, the longest to wait for a group in flight
 _Record = tuple[Chunk, dict[str, Any]]
 
 
@@ -89,8 +92,13 @@ class Writer:
         self._drop = threading.Event()
         self._error: BaseException | None = None
         self._closed = False
+        # Set when the thread ends. Waited on instead of Thread.join: on Python 3.11 a join
+        # interrupted by Ctrl-C marks a still-running thread as stopped, so a second join would
+        # return at once and the interpreter could exit under a thread inside torch or Chroma.
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="conan-rag-writer", daemon=True)
         self._thread.start()
+        _WRITERS.add(self)
 
     def put(self, group: Group) -> None:
         """Queue a group (blocks while :data:`QUEUED` groups wait).
@@ -111,21 +119,25 @@ class Writer:
     def close(self, drop_pending: bool = False) -> None:
         """Write what is queued (or, with ``drop_pending``, only the group in flight), then stop.
 
+        May be called again with ``drop_pending`` while a first close waits (Ctrl-C during the
+        final flush): the queued groups are then dropped, and the call still waits for the group
+        in flight, so no thread is left running native code when the interpreter exits.
+
         Raises:
             BaseException: what the writer thread failed with, if it failed.
         """
-        if self._closed:
-            return
-        self._closed = True
         if drop_pending:
             self._drop.set()
-            while True:  # make room for the stop signal
+            while True:  # the queued groups (and maybe an earlier stop signal) go
                 try:
                     self._queue.get_nowait()
                 except queue.Empty:
                     break
-        self._queue.put(None)
-        self._thread.join()
+            self._queue.put(None)  # room: the queue was just emptied and only we put
+        elif not self._closed:
+            self._queue.put(None)
+        self._closed = True
+        self._done.wait()
         if not drop_pending:
             self._raise_error()
 
@@ -134,6 +146,12 @@ class Writer:
             raise self._error
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._done.set()
+
+    def _serve(self) -> None:
         while True:
             group = self._queue.get()
             if group is None:
@@ -179,3 +197,14 @@ class Writer:
                 documents=[chunk.text for chunk, _ in part],
                 metadatas=[meta for _, meta in part],
             )
+
+
+_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_in_flight() -> None:
+    """At exit, let a writer finish its group: a daemon thread killed inside torch aborts."""
+    for writer in list(_WRITERS):
+        writer._drop.set()
+        writer._done.wait(EXIT_WAIT_S)

@@ -47,6 +47,9 @@ from conan_rag.serving.requests import BatchRunner, Request
 logger = logging.getLogger(__name__)
 
 IDLE_EXIT_S = 30.0  # an idle worker exits (and restarts on the next request)
+# At interpreter exit, the longest to wait for a batch in flight: a daemon thread killed inside
+# a torch op aborts the process ("terminate called without an active exception").
+EXIT_WAIT_S = 60.0
 CYCLE_BUDGETS = 4  # one cycle runs at most this many token budgets of rows
 _SHUTDOWN = "The encoder's batching queue has shut down (process exit)."
 
@@ -336,4 +339,4 @@ _QUEUES: weakref.WeakSet[BatchQueue] = weakref.WeakSet()
 @atexit.register
 def _stop_all() -> None:
     for queue in list(_QUEUES):
-        queue.stop(timeout=5.0)
+        queue.stop(timeout=EXIT_WAIT_S)
