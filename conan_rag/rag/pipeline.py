@@ -146,7 +146,8 @@ class Pipeline:
         Example:
             >>> import tempfile
             >>> from conan_rag.demo import CORPUS
-            >>> pipe = Pipeline(load_encoder(BUNDLED_MINILM), db=tempfile.mkdtemp())
+            >>> MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+            >>> pipe = Pipeline(load_encoder(MINILM), db=tempfile.mkdtemp())
             >>> report = pipe.ingest([CORPUS], prune=True)
             >>> report.added, report.unsupported, pipe.ingest([CORPUS]).unchanged
             (6, {'(no suffix)': 1}, 6)
@@ -216,7 +217,8 @@ class Pipeline:
         Example:
             >>> import tempfile
             >>> from conan_rag.rag.documents import Document
-            >>> pipe = Pipeline(load_encoder(BUNDLED_MINILM), db=tempfile.mkdtemp())
+            >>> MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+            >>> pipe = Pipeline(load_encoder(MINILM), db=tempfile.mkdtemp())
             >>> _ = pipe.ingest([Document("paris", "Paris is the capital of France.", "facts")])
             >>> answer = pipe.answer("Which city is the capital?", llm=lambda prompt: "Paris [1]")
             >>> answer.text, answer.hits[0].metadata["doc_id"], "[1] facts" in answer.prompt
