@@ -159,7 +159,7 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
 ) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    for i in range(40):
+    for i in range(80):  # ~5 s of embedding: the signal lands well inside it
         body = " ".join(f"Protein {i}-{j} binds gene {j} in cell line {i}." for j in range(40))
         (docs / f"paper{i:02d}.txt").write_text(body, encoding="utf-8")
     model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
@@ -176,9 +176,9 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
     reader = threading.Thread(target=read)
     reader.start()
     deadline = time.monotonic() + 120
-    while b"chunks=" not in seen and time.monotonic() < deadline:  # embedding has begun
-        time.sleep(0.1)
-    time.sleep(1.0)
+    while b"chunks=" not in seen and time.monotonic() < deadline:  # groups are being written
+        time.sleep(0.05)
+    time.sleep(0.3)
     child.send_signal(signal.SIGINT)
     assert child.stdout is not None
     child.stdout.read()
