@@ -155,7 +155,10 @@ REOPEN = textwrap.dedent(
 def test_collection_reopens_in_another_process_with_the_function_rebuilt(
     tmp_path: Path, conan_tiny: Path
 ) -> None:
-    ef = ConanEmbeddingFunction(str(conan_tiny), device="cpu", query_prompt="回复：")
+    # float32 pinned: the vectors of two processes are compared to 1e-6.
+    ef = ConanEmbeddingFunction(
+        str(conan_tiny), device="cpu", dtype="float32", query_prompt="回复："
+    )
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     col = client.create_collection("zh_docs", embedding_function=ef)
     col.add(ids=[str(i) for i in range(len(ZH))], documents=ZH)
