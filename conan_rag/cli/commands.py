@@ -50,37 +50,38 @@ def _collection(args: argparse.Namespace) -> str:
     return str(args.collection or DEFAULT_COLLECTION)
 
 
-def _resolve_encoder(args: argparse.Namespace, *, write: bool) -> Encoder | None:
-    """--model, else the collection's recorded model, else (to create one) the default.
-
-    ``None`` when reading a collection that does not exist (opening it then says so). The
-    store is only read here: nothing is created before the model has loaded.
-    """
-    if args.model is not None:
-        return _encoder(args, args.model)
-    default = os.environ.get(MODEL_ENV) or None
-    if args.chroma_url is None and not Path(args.db).expanduser().exists():
-        return _encoder(args, default) if write else None
-    client = open_client(args.db, args.chroma_url, write=False)
-    recorded = recorded_config(client, _collection(args))
-    if recorded is not None:
-        return load_encoder(config=recorded.replace(device=args.device, dtype=args.dtype))
-    return _encoder(args, default) if write else None
-
-
 def _open(
     args: argparse.Namespace, *, write: bool, chunking: ChunkConfig | None = None
 ) -> Pipeline:
-    """Check the store, load the model, check the chunking, then open (or create) the store."""
+    """Check the store, load the model, check the chunking, then open (or create) the store.
+
+    The model is --model, else the collection's recorded one (with --device/--dtype), else, to
+    create a collection, the default. The store is only read before the model has loaded, so a
+    failure leaves nothing behind; the client opened to read it is the pipeline's.
+    """
     if args.chroma_url is None:
         check_location(args.db, write=write)  # before loading a model or creating anything
-    encoder = _resolve_encoder(args, write=write)
+    default = os.environ.get(MODEL_ENV) or None
+    client = None
+    encoder: Encoder | None = None
+    if args.model is not None:
+        encoder = _encoder(args, args.model)
+    elif args.chroma_url is None and not Path(args.db).expanduser().exists():
+        encoder = _encoder(args, default) if write else None  # (reading: opening says why)
+    else:
+        client = open_client(args.db, args.chroma_url, write=False)
+        recorded = recorded_config(client, _collection(args))
+        if recorded is not None:
+            encoder = load_encoder(config=recorded.replace(device=args.device, dtype=args.dtype))
+        elif write:
+            encoder = _encoder(args, default)
     if encoder is not None and chunking is not None:
         Chunker(encoder, chunking)  # sizes checked against the model before anything is created
     return Pipeline(
         encoder,
         db=args.db,
         url=args.chroma_url,
+        client=client,
         collection=_collection(args),
         create=write,
         chunking=chunking,

@@ -178,6 +178,15 @@ def file_encoding(path: Path) -> str:
     Raises:
         LoaderError: the file cannot be read, is binary, or its encoding is undetectable.
     """
+    return sniff_file(path)[0]
+
+
+def sniff_file(path: Path) -> tuple[str, str]:
+    """A text file's encoding (see :func:`file_encoding`) and its first MiB of text, one read.
+
+    Raises:
+        LoaderError: the file cannot be read, is binary, or its encoding is undetectable.
+    """
     try:
         with path.open("rb") as fh:
             sample = fh.read(SAMPLE_BYTES + 1)
@@ -185,8 +194,9 @@ def file_encoding(path: Path) -> str:
         raise LoaderError(path, f"cannot read it ({exc.strerror or exc})") from None
     complete = len(sample) <= SAMPLE_BYTES
     encoding = detect_encoding(sample[:SAMPLE_BYTES], complete=complete, name=str(path))
-    _check_text(sample[:100_000].decode(encoding, errors="ignore"), str(path), encoding)
-    return encoding
+    head = sample[:SAMPLE_BYTES].decode(encoding, errors="ignore")
+    _check_text(head[:100_000], str(path), encoding)
+    return encoding, head
 
 
 def iter_decoded(path: Path, encoding: str, block_bytes: int = READ_BYTES) -> Iterator[str]:

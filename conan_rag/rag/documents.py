@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from conan_rag.errors import LoaderError
-from conan_rag.rag.decoding import SAMPLE_BYTES, decode_bytes, file_encoding, iter_decoded
+from conan_rag.rag.decoding import decode_bytes, iter_decoded, sniff_file
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 HTML_SUFFIXES = (".html", ".htm")
@@ -233,13 +233,8 @@ def read_file(path: str | Path) -> Iterator[DocumentLike]:
         raise LoaderError(path, f"unsupported file type {suffix!r}; supported: {list(SUFFIXES)}")
     try:
         if suffix in TEXT_SUFFIXES:
-            encoding = file_encoding(path)
-            title = ""
-            if suffix != ".txt":
-                with path.open("rb") as fh:
-                    head = fh.read(SAMPLE_BYTES)
-                title = markdown_title(head.decode(encoding, errors="ignore"))
-            yield TextFile(path, encoding, title)
+            encoding, head = sniff_file(path)
+            yield TextFile(path, encoding, markdown_title(head) if suffix != ".txt" else "")
         elif suffix in HTML_SUFFIXES:
             text, title = html_to_text(decode_bytes(path.read_bytes(), str(path)))
             yield Document(str(path), text, str(path), title)

@@ -47,6 +47,7 @@ from conan_rag.rag.discovery import Discovery, discover
 from conan_rag.rag.documents import BLOCK_CHARS, DocumentLike, TextFile, read_file
 from conan_rag.rag.progress import Progress
 from conan_rag.rag.report import IngestInterrupted, IngestReport
+from conan_rag.rag.store import iter_metadatas
 from conan_rag.rag.writer import Group, Writer
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PAGE = 5000  # records read from the collection per call
 Unit = Path | DocumentLike  # a file to read, or one in-memory document
 
 
@@ -200,19 +200,13 @@ class Ingest:
 
     def _stored(self) -> dict[str, _Stored]:
         stored: dict[str, _Stored] = {}
-        offset = 0
-        while True:
-            page = self.collection.get(include=["metadatas"], limit=PAGE, offset=offset)
-            for chunk_id, meta in zip(page["ids"], page["metadatas"] or [], strict=True):
-                meta = meta or {}
-                entry = stored.setdefault(str(meta.get("doc_key", "")), _Stored())
-                entry.ids[chunk_id] = str(meta.get("doc_hash", ""))
-                entry.source = str(meta.get("source", ""))
-                if meta.get("chunk_index") == 0 and isinstance(meta.get("n_chunks"), int):
-                    entry.n_chunks = int(meta["n_chunks"])  # type: ignore[arg-type]
-            if len(page["ids"]) < PAGE:
-                return stored
-            offset += PAGE
+        for chunk_id, meta in iter_metadatas(self.collection):
+            entry = stored.setdefault(str(meta.get("doc_key", "")), _Stored())
+            entry.ids[chunk_id] = str(meta.get("doc_hash", ""))
+            entry.source = str(meta.get("source", ""))
+            if meta.get("chunk_index") == 0 and isinstance(meta.get("n_chunks"), int):
+                entry.n_chunks = int(meta["n_chunks"])
+        return stored
 
     # -- phase 2: what changed ----------------------------------------------------------------
     def _documents(self, unit: Unit) -> Iterator[DocumentLike]:

@@ -32,12 +32,13 @@ from conan_rag.rag.documents import DocumentLike
 from conan_rag.rag.ingest import Ingest
 from conan_rag.rag.progress import Progress, ProgressCallback
 from conan_rag.rag.report import IngestReport
-from conan_rag.rag.retrieval import Hit, RetrievalOptions, check_query, retrieve_many
+from conan_rag.rag.retrieval import Hit, RetrievalOptions, retrieve_many
 from conan_rag.rag.store import (
     DEFAULT_COLLECTION,
+    DEFAULT_DB,
     batch_size,
-    check_location,
     find_collection,
+    iter_metadatas,
     open_client,
     open_collection,
     recorded_config,
@@ -87,7 +88,7 @@ class Pipeline:
             encoder is None
             and client is None
             and url is None
-            and not check_location(db, write=create).exists()
+            and not Path(db or DEFAULT_DB).expanduser().exists()
         ):
             # A new store: load the model before creating anything, so a failure leaves nothing.
             encoder = load_encoder(os.environ.get(MODEL_ENV) or None)
@@ -224,7 +225,7 @@ class Pipeline:
             >>> answer.text, answer.hits[0].metadata["doc_id"], "[1] facts" in answer.prompt
             ('Paris [1]', 'paris', True)
         """
-        hits = self.retrieve(check_query(query), options)
+        hits = self.retrieve(query, options)  # refuses an empty query
         prompt = build_prompt(query, hits)
         if llm is None:
             return Answer(extractive_answer(self.encoder, query, hits), hits, prompt)
@@ -235,15 +236,9 @@ class Pipeline:
         """Collection name, model, dimension, fingerprint and counts of chunks/documents/sources."""
         documents: set[str] = set()
         sources: set[str] = set()
-        offset, page = 0, 5000
-        while True:
-            got = self.collection.get(include=["metadatas"], limit=page, offset=offset)
-            for meta in got["metadatas"] or []:
-                documents.add(str((meta or {}).get("doc_key", "")))
-                sources.add(str((meta or {}).get("source", "")))
-            if len(got["ids"]) < page:
-                break
-            offset += page
+        for _, meta in iter_metadatas(self.collection):
+            documents.add(str(meta.get("doc_key", "")))
+            sources.add(str(meta.get("source", "")))
         return {
             "collection": self.name,
             "model_id": self.encoder.model_id,

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -287,6 +288,20 @@ def open_collection(
         metadata=_collection_metadata(encoder),
         embedding_function=None,
     )
+
+
+def iter_metadatas(
+    collection: Collection, page: int = 5000
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every record's id and metadata, read a page at a time."""
+    offset = 0
+    while True:
+        got = collection.get(include=["metadatas"], limit=page, offset=offset)
+        for record_id, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+            yield record_id, dict(meta or {})
+        if len(got["ids"]) < page:
+            return
+        offset += page
 
 
 def batch_size(client: ClientAPI, wanted: int | None = None) -> int:

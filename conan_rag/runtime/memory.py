@@ -2,9 +2,9 @@
 
 glibc's allocator keeps memory that many threads (tokenizer, torch, Chroma) free in varied sizes
 as fragments of its arenas, so a long ingest's resident memory creeps up although little is in
-use: a 5 MB file measured 1.28 GB peak RSS without trimming and 0.72 GB with a trim after every
-written group (tiny Conan-layout model, the same run otherwise). ``malloc_trim`` returns those
-fragments; where the C library has no such call (macOS, musl) this does nothing.
+use: ``python benchmarks/ingest_memory.py --mb 5 20`` peaked at 1,106 MB and 1,375 MB before
+the ingest trimmed after every written group, 934 MB and 1,198 MB after. ``malloc_trim`` returns
+those fragments; where the C library has no such call (macOS, musl) this does nothing.
 
 Example:
     >>> release_free_memory() in (True, False)
