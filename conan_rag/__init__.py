@@ -2,6 +2,8 @@
 
 The public API of the encoder core. The RAG application lives in :mod:`conan_rag.rag`
 (``pip install 'conan-rag[rag]'``), the Chroma embedding function in :mod:`conan_rag.chroma`.
+Importing the package is light: torch and transformers load with the first
+:func:`load_encoder` (or the first use of :class:`Encoder`), so adapters import fast.
 
 Example:
     >>> import conan_rag
@@ -12,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from conan_rag.config import EncoderConfig
-from conan_rag.encoder import Encoder
 from conan_rag.errors import (
     CollectionMismatchError,
     ConanConfigError,
@@ -24,7 +27,10 @@ from conan_rag.errors import (
     ModelNotFoundError,
 )
 from conan_rag.model.files import BUNDLED_MINILM, DEFAULT_MODEL
-from conan_rag.registry import load_encoder
+
+if TYPE_CHECKING:
+    from conan_rag.encoder import Encoder
+    from conan_rag.registry import load_encoder
 
 __all__ = [
     "BUNDLED_MINILM",
@@ -41,3 +47,16 @@ __all__ = [
     "load_encoder",
 ]
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import the torch-backed parts on first use."""
+    if name == "Encoder":
+        from conan_rag.encoder import Encoder
+
+        return Encoder
+    if name == "load_encoder":
+        from conan_rag.registry import load_encoder
+
+        return load_encoder
+    raise AttributeError(f"module 'conan_rag' has no attribute {name!r}")

@@ -16,13 +16,16 @@ from typing import Any
 
 from conan_rag.errors import ConanConfigError
 from conan_rag.model.files import DEFAULT_MODEL
-from conan_rag.runtime.cpu_kernels import CHOICES as CPU_KERNEL_CHOICES
 
 # Padded tokens per batch when ``token_budget`` is None. CPU: big enough to fill the cores'
 # GEMMs, small enough for cache; GPU: enough rows to fill the device.
 DEFAULT_TOKEN_BUDGETS: dict[str, int] = {"cpu": 8192, "cuda": 65536, "mps": 16384}
 DEFAULT_MAX_BATCH_SIZE = 512
 DEFAULT_BATCH_WAIT_MS = 2.0
+# float32 CPU linear kernels (conan_rag.runtime.cpu_kernels); kept here so reading a config
+# never imports torch.
+CPU_KERNELS: tuple[str, ...] = ("torch", "onednn", "numpy")
+CPU_KERNEL_CHOICES: tuple[str, ...] = ("auto", "off", *CPU_KERNELS)
 
 
 def default_token_budget(device: str) -> int:

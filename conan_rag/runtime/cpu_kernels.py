@@ -39,13 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conan_rag.config import CPU_KERNEL_CHOICES, CPU_KERNELS
 from conan_rag.errors import ConanConfigError
 
 logger = logging.getLogger(__name__)
 
 Kernel = Literal["torch", "onednn", "numpy"]
-KERNELS: tuple[str, ...] = ("torch", "onednn", "numpy")
-CHOICES: tuple[str, ...] = ("auto", "off", *KERNELS)
+KERNELS: tuple[str, ...] = CPU_KERNELS
+CHOICES: tuple[str, ...] = CPU_KERNEL_CHOICES
 # A kernel must beat plain torch by this much in the autotune to be chosen (timing noise).
 MIN_GAIN = 0.03
 
