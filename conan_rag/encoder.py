@@ -52,12 +52,20 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return items
 
 
+def _load_shared(config: dict[str, Any]) -> Encoder:
+    """Unpickle an :class:`Encoder`: this process's shared encoder for ``config``."""
+    from conan_rag.registry import load_encoder
+
+    return load_encoder(config=EncoderConfig.from_dict(config))
+
+
 class Encoder:
     """A sentence-transformers model run by plain torch + transformers.
 
     Build it with :func:`conan_rag.load_encoder`, which shares one instance per model, device,
-    dtype and settings. Texts longer than :attr:`max_seq_length` tokens (prompt included) are
-    truncated.
+    dtype and settings. It pickles by its settings (``config``): unpickled in another process it
+    becomes that process's shared encoder; ``copy``/``deepcopy`` return it unchanged. Texts
+    longer than :attr:`max_seq_length` tokens (prompt included) are truncated.
 
     Args:
         config: the settings (``model`` is the canonical id of the loaded folder).
@@ -100,6 +108,24 @@ class Encoder:
         self._prompt_lengths = {
             k: backend.prompt_length(p) if p else 0 for k, p in self.prompts.items()
         }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by settings: unpickling loads (or reuses) the shared encoder of that process.
+
+        Example:
+            >>> import pickle
+            >>> from conan_rag import load_encoder
+            >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+            >>> pickle.loads(pickle.dumps(enc)) is enc
+            True
+        """
+        return (_load_shared, (self.config.to_dict(),))
+
+    def __copy__(self) -> Encoder:
+        return self  # a shared view of loaded weights: copies are the same encoder
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Encoder:
+        return self
 
     def __repr__(self) -> str:
         return (

@@ -160,7 +160,8 @@ class CollectionMismatchError(ConanRagError, ValueError):
     """A vector collection was built by another encoder than the one opening it.
 
     Attributes:
-        collection: the collection's name.
+        collection: the collection's name (``None`` where Chroma does not say, as in its
+            embedding function checks).
         recorded_model: the model the collection records (``None``: not made by conan-rag).
         offered_model: the model of the encoder offered.
     """
@@ -169,7 +170,7 @@ class CollectionMismatchError(ConanRagError, ValueError):
         self,
         message: str,
         *,
-        collection: str,
+        collection: str | None,
         recorded_model: str | None,
         offered_model: str,
     ) -> None:

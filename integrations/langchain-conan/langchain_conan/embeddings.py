@@ -2,7 +2,7 @@
 
 Example:
     >>> from langchain_conan import ConanEmbeddings
-    >>> emb = ConanEmbeddings(model="sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    >>> emb = ConanEmbeddings("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     >>> len(emb.embed_query("What is the capital of France?"))
     384
 """
@@ -10,31 +10,44 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 try:
-    from conan_rag import DEFAULT_MODEL, Encoder, load_encoder
-    from conan_rag.encoder import Kind
+    from conan_rag.adapters import SharedEncoderMixin, translate_options, with_positional_model
+    from conan_rag.model.files import DEFAULT_MODEL
 except ImportError as exc:  # pragma: no cover - exercised only without conan-rag installed
     raise ImportError(
         "langchain-conan needs the conan-rag package; install it with `pip install conan-rag`."
     ) from exc
 
+if TYPE_CHECKING:
+    from conan_rag import Encoder
+    from conan_rag.encoder import Kind
 
-class ConanEmbeddings(BaseModel, Embeddings):
+
+class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
     """Conan-embedding-v1 (or any sentence-transformers model) as LangChain embeddings.
 
     Queries get the model's query prompt and documents its document prompt, so retrieval uses
-    the model the way it was trained. Every instance with the same model, device, dtype and
-    prompts shares one :class:`conan_rag.Encoder` (and one set of weights) with every other
-    conan-rag adapter in the process.
+    the model the way it was trained. Every instance with the same settings shares one
+    :class:`conan_rag.Encoder` (and one set of weights) with every other conan-rag adapter in
+    the process; torch loads with the first instance, not on import.
+
+    The options are the same in every conan-rag adapter. ``model_name`` is accepted for
+    ``model``, and ``HuggingFaceEmbeddings``' ``model_kwargs``/``encode_kwargs``/
+    ``query_encode_kwargs`` are translated where they map onto an option (device, revision,
+    dtype, prompts, normalization, batch size) and refused with the equivalent otherwise.
+
+    Settings stay true: assigning one (``emb.query_prompt = "query: "``) or
+    ``model_copy(update=...)`` rebinds the encoder; pickles and copies carry settings and
+    re-attach to the shared encoder of the process that loads them.
 
     Example:
         >>> from langchain_core.vectorstores import InMemoryVectorStore
-        >>> emb = ConanEmbeddings(model="sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+        >>> emb = ConanEmbeddings("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
         >>> store = InMemoryVectorStore.from_texts(
         ...     ["Paris is the capital of France.", "Bananas are yellow."], embedding=emb
         ... )
@@ -42,8 +55,11 @@ class ConanEmbeddings(BaseModel, Embeddings):
         'Paris is the capital of France.'
     """
 
-    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
+    model: str = DEFAULT_MODEL
     """Model folder, Hugging Face hub id from the local cache, or a bundled model id."""
+
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to read from the local cache."""
 
     device: str = "auto"
     """``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``."""
@@ -51,38 +67,67 @@ class ConanEmbeddings(BaseModel, Embeddings):
     dtype: str = "auto"
     """``"auto"``, ``"float32"``, ``"bfloat16"`` or ``"float16"``."""
 
-    normalize: bool = True
-    """L2-normalize the vectors, so dot product equals cosine similarity."""
-
     query_prompt: str | None = None
     """Text prepended to queries; ``None`` uses the model's own query prompt."""
 
     document_prompt: str | None = None
     """Text prepended to documents; ``None`` uses the model's own document prompt (or none)."""
 
+    truncate_dim: int | None = None
+    """Keep only the first N dimensions (then re-normalize); ``None`` keeps all."""
+
+    max_seq_length: int | None = None
+    """Truncate texts at this many tokens; ``None`` uses the model's limit."""
+
+    token_budget: int | None = None
+    """Most padded tokens per model batch; ``None`` picks per device."""
+
+    max_batch_size: int = 512
+    """Most texts per model batch."""
+
+    normalize: bool = True
+    """L2-normalize the vectors, so dot product equals cosine similarity."""
+
     show_progress: bool = False
     """Show a progress bar while embedding documents synchronously."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    ENCODER_FIELDS: ClassVar[dict[str, str]] = {
+        "model": "model",
+        "revision": "revision",
+        "device": "device",
+        "dtype": "dtype",
+        "query_prompt": "query_prompt",
+        "document_prompt": "document_prompt",
+        "truncate_dim": "truncate_dim",
+        "max_seq_length": "max_seq_length",
+        "token_budget": "token_budget",
+        "max_batch_size": "max_batch_size",
+    }
 
     _encoder: Encoder = PrivateAttr()
 
-    def __init__(self, **data: Any) -> None:
-        """Validate the fields, then load (or reuse) the shared encoder.
+    def __init__(self, model: str | None = None, /, **data: Any) -> None:
+        """Validate the settings, then load (or reuse) the shared encoder.
+
+        Args:
+            model: the model, positionally (or pass ``model=``/``model_name=``).
+            **data: the other settings, by name.
 
         Raises:
             pydantic.ValidationError: an unknown or mistyped parameter.
             conan_rag.ConanModelError: the model cannot be found or its folder is incomplete.
-            conan_rag.ConanConfigError: an unknown device or dtype (the message lists them).
+            conan_rag.ConanConfigError: an unknown device or dtype, or a ``model_kwargs``/
+                ``encode_kwargs`` key with no equivalent (the message lists the options).
         """
-        super().__init__(**data)
-        self._encoder = load_encoder(
-            self.model,
-            device=self.device,
-            dtype=self.dtype,
-            query_prompt=self.query_prompt,
-            document_prompt=self.document_prompt,
-        )
+        super().__init__(**translate_options(with_positional_model(model, data)))
+        self._bind()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _translate(cls, data: Any) -> Any:
+        return translate_options(data) if isinstance(data, dict) else data
 
     @property
     def encoder(self) -> Encoder:

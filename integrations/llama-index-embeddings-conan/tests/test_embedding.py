@@ -67,11 +67,31 @@ def test_settings_are_described_fields_with_conan_defaults() -> None:
         "device",
         "dtype",
         "normalize",
-        "query_instruction",
-        "text_instruction",
+        "query_prompt",
+        "document_prompt",
+        "revision",
+        "truncate_dim",
+        "max_seq_length",
+        "token_budget",
+        "max_batch_size",
     ):
         assert fields[name].description, f"{name} has no description"
     assert ConanEmbedding.class_name() == "ConanEmbedding"
+
+
+def test_llama_index_names_are_accepted_and_read_back() -> None:
+    emb = ConanEmbedding(
+        model=MINILM, device="cpu", query_instruction="q: ", text_instruction="d: ", max_length=64
+    )
+    assert (emb.model_name, emb.query_prompt, emb.document_prompt) == (MINILM, "q: ", "d: ")
+    assert (emb.query_instruction, emb.text_instruction) == ("q: ", "d: ")
+    assert emb.max_seq_length == emb.encoder.max_seq_length == 64
+    # A saved 0.2 adapter (its fields were query_instruction / text_instruction) still loads.
+    old = {"model_name": MINILM, "device": "cpu", "query_instruction": "q: ", "class_name": "x"}
+    assert (
+        ConanEmbedding.from_dict(old).encoder
+        is ConanEmbedding(MINILM, device="cpu", query_prompt="q: ").encoder
+    )
 
 
 def test_public_methods_are_inherited_not_overridden() -> None:

@@ -31,7 +31,6 @@ def emb() -> ConanEmbeddings:
 def test_defaults_name_conan_and_auto_settings() -> None:
     fields = ConanEmbeddings.model_fields
     assert fields["model"].default == "TencentBAC/Conan-embedding-v1"
-    assert fields["model"].alias == "model_name"
     assert (fields["device"].default, fields["dtype"].default) == ("auto", "auto")
     assert fields["normalize"].default is True
     assert fields["query_prompt"].default is None and fields["document_prompt"].default is None

@@ -2,39 +2,53 @@
 
 Example:
     >>> from llama_index.embeddings.conan import ConanEmbedding
-    >>> emb = ConanEmbedding(model_name="sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    >>> emb = ConanEmbedding("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     >>> len(emb.get_text_embedding_batch(["a cat", "a dog"]))
     2
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 try:
-    from conan_rag import DEFAULT_MODEL, Encoder, load_encoder
-    from conan_rag.encoder import Kind
+    from conan_rag.adapters import SharedEncoderMixin, translate_options, with_positional_model
+    from conan_rag.model.files import DEFAULT_MODEL
 except ImportError as exc:  # pragma: no cover - exercised only without conan-rag installed
     raise ImportError(
         "llama-index-embeddings-conan needs the conan-rag package; install it with "
         "`pip install conan-rag`."
     ) from exc
 
+if TYPE_CHECKING:
+    from conan_rag import Encoder
+    from conan_rag.encoder import Kind
 
-class ConanEmbedding(BaseEmbedding):
+
+# Our option names -> this adapter's fields (BaseEmbedding owns ``model_name``).
+RENAME = {"model": "model_name"}
+
+
+class ConanEmbedding(SharedEncoderMixin, BaseEmbedding):
     """Conan-embedding-v1 (or any sentence-transformers model) as a LlamaIndex embedding.
 
     Only the private ``_get_*``/``_aget_*`` hooks are implemented, so the public methods keep
     emitting callback and instrumentation events and using ``embeddings_cache``. Instances with
-    the same model, device, dtype and instructions share one :class:`conan_rag.Encoder` (and
-    one set of weights) with every other conan-rag adapter in the process.
+    the same settings share one :class:`conan_rag.Encoder` (and one set of weights) with every
+    other conan-rag adapter in the process; torch loads with the first instance, not on import.
+
+    The options are the same in every conan-rag adapter; LlamaIndex's customary names are
+    accepted too: ``model`` or ``model_name``, ``query_prompt`` or ``query_instruction``,
+    ``document_prompt`` or ``text_instruction``, ``max_seq_length`` or ``max_length``.
+    Assigning a setting or ``model_copy(update=...)`` rebinds the encoder; pickles and copies
+    carry settings and re-attach to the shared encoder of the process that loads them.
 
     Example:
         >>> from llama_index.core import Document, VectorStoreIndex
-        >>> emb = ConanEmbedding(model_name="sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+        >>> emb = ConanEmbedding("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
         >>> index = VectorStoreIndex.from_documents(
         ...     [Document(text="Paris is in France."), Document(text="Bananas are yellow.")],
         ...     embed_model=emb,
@@ -53,45 +67,97 @@ class ConanEmbedding(BaseEmbedding):
         gt=0,
         le=2048,
     )
+    revision: str | None = Field(
+        default=None, description="Hub revision (branch, tag or commit) in the local cache."
+    )
     device: str = Field(
         default="auto", description="'auto' (cuda, then mps, then cpu), 'cpu', 'cuda[:N]', 'mps'."
     )
     dtype: str = Field(default="auto", description="'auto', 'float32', 'bfloat16' or 'float16'.")
+    query_prompt: str | None = Field(
+        default=None,
+        description="Text prepended to queries (query_instruction); None: the model's own.",
+    )
+    document_prompt: str | None = Field(
+        default=None,
+        description="Text prepended to documents (text_instruction); None: the model's own.",
+    )
+    truncate_dim: int | None = Field(
+        default=None, description="Keep the first N dimensions (re-normalized); None keeps all."
+    )
+    max_seq_length: int | None = Field(
+        default=None, description="Truncate texts at N tokens (max_length); None: model's limit."
+    )
+    token_budget: int | None = Field(
+        default=None, description="Most padded tokens per model batch; None picks per device."
+    )
+    max_batch_size: int = Field(default=512, description="Most texts per model batch.")
     normalize: bool = Field(
         default=True, description="L2-normalize the vectors (dot product = cosine similarity)."
     )
-    query_instruction: str | None = Field(
-        default=None,
-        description="Text prepended to queries; None uses the model's own query prompt.",
-    )
-    text_instruction: str | None = Field(
-        default=None,
-        description="Text prepended to documents; None uses the model's own document prompt.",
-    )
+
+    model_config = ConfigDict(validate_assignment=True, protected_namespaces=())
+
+    ENCODER_FIELDS: ClassVar[dict[str, str]] = {
+        "model_name": "model",
+        "revision": "revision",
+        "device": "device",
+        "dtype": "dtype",
+        "query_prompt": "query_prompt",
+        "document_prompt": "document_prompt",
+        "truncate_dim": "truncate_dim",
+        "max_seq_length": "max_seq_length",
+        "token_budget": "token_budget",
+        "max_batch_size": "max_batch_size",
+    }
 
     _encoder: Encoder = PrivateAttr()
 
-    def __init__(self, **data: Any) -> None:
-        """Validate the fields, then load (or reuse) the shared encoder.
+    def __init__(self, model: str | None = None, /, **data: Any) -> None:
+        """Validate the settings, then load (or reuse) the shared encoder.
+
+        Args:
+            model: the model, positionally (or pass ``model=``/``model_name=``).
+            **data: the other settings, by name.
 
         Raises:
             pydantic.ValidationError: a mistyped parameter.
             conan_rag.ConanModelError: the model cannot be found or its folder is incomplete.
-            conan_rag.ConanConfigError: an unknown device or dtype (the message lists them).
+            conan_rag.ConanConfigError: an unknown device or dtype, or two names for one
+                setting that disagree (the message lists the options).
         """
-        super().__init__(**data)
-        self._encoder = load_encoder(
-            self.model_name,
-            device=self.device,
-            dtype=self.dtype,
-            query_prompt=self.query_instruction,
-            document_prompt=self.text_instruction,
-        )
+        super().__init__(**translate_options(with_positional_model(model, data), RENAME))
+        self._bind()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _translate(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return translate_options(data, RENAME)
 
     @classmethod
     def class_name(cls) -> str:
         """Name stored by ``to_dict()`` and used by LlamaIndex serialization."""
         return "ConanEmbedding"
+
+    @property
+    def query_instruction(self) -> str | None:
+        """LlamaIndex's name for :attr:`query_prompt` (assigning it rebinds the encoder)."""
+        return self.query_prompt
+
+    @query_instruction.setter
+    def query_instruction(self, value: str | None) -> None:
+        self.query_prompt = value
+
+    @property
+    def text_instruction(self) -> str | None:
+        """LlamaIndex's name for :attr:`document_prompt` (assigning it rebinds the encoder)."""
+        return self.document_prompt
+
+    @text_instruction.setter
+    def text_instruction(self, value: str | None) -> None:
+        self.document_prompt = value
 
     @property
     def encoder(self) -> Encoder:
