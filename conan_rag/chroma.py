@@ -1,8 +1,16 @@
 """ConanEmbeddingFunction: a Chroma embedding function on the shared encoder, saved as config.
 
 Chroma stores ``name()`` and ``get_config()`` with a collection; importing this module registers
-the class, so another process that imports it reopens the collection with the same encoder
-rebuilt by :meth:`ConanEmbeddingFunction.build_from_config`.
+the class, so any process that imports it can open the collection by name alone
+(``client.get_collection(name)``) and query it with ``query_texts``: Chroma rebuilds the
+function with :meth:`ConanEmbeddingFunction.build_from_config`.
+
+What a collection records is what changes the vectors (model, revision, prompts,
+``truncate_dim``, ``max_seq_length``, normalization, and the model's fingerprint). Device and
+dtype are chosen by the machine that opens it (``"auto"``), or by the ``CONAN_RAG_DEVICE`` and
+``CONAN_RAG_DTYPE`` environment variables, or by passing your own function to
+``get_collection``. A function whose vector settings differ from the recorded ones is refused
+when the collection is opened, before anything is added or queried.
 
 Example:
     >>> import chromadb
@@ -17,7 +25,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,13 +45,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "conan_rag.chroma needs chromadb; install it with `pip install 'conan-rag[rag]'`."
     ) from exc
 
+from conan_rag.adapters import translate_options, with_positional_model
 from conan_rag.config import EncoderConfig
-from conan_rag.encoder import Encoder, Kind
-from conan_rag.errors import ConanConfigError
+from conan_rag.errors import CollectionMismatchError, ConanConfigError
 from conan_rag.registry import load_encoder
 
+if TYPE_CHECKING:
+    from conan_rag.encoder import Encoder, Kind
+
 NAME = "conan-rag"
-# Settings that change the vectors; a collection's embedding function may not change them.
+DEVICE_ENV = "CONAN_RAG_DEVICE"
+DTYPE_ENV = "CONAN_RAG_DTYPE"
+# Settings that change the vectors: what a collection records, and may not change.
 VECTOR_SETTINGS = (
     "model",
     "revision",
@@ -49,7 +64,13 @@ VECTOR_SETTINGS = (
     "document_prompt",
     "truncate_dim",
     "max_seq_length",
+    "normalize",
 )
+FINGERPRINT = "fingerprint"
+_ENCODER_FIELDS = frozenset(f.name for f in dataclasses.fields(EncoderConfig))
+# Keys a stored config may hold: today's, plus the full EncoderConfig that 0.2 recorded
+# (its device, dtype and batching keys are ignored when rebuilding).
+_STORED_KEYS = frozenset({*VECTOR_SETTINGS, FINGERPRINT, *_ENCODER_FIELDS})
 _PRIMITIVES = (str, int, float, bool, type(None))
 
 
@@ -59,15 +80,19 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
 
     Documents get the document prompt, query texts (``collection.query(query_texts=...)``) the
     query prompt. Vectors are L2-normalized, so ``"cosine"`` (the default space), ``"ip"`` and
-    ``"l2"`` rank results identically.
+    ``"l2"`` rank results identically. It pickles and copies by its settings.
 
     Args:
         model: model folder, hub id from the local cache, or
-            ``"sentence-transformers/all-MiniLM-L6-v2"``; default Conan-embedding-v1.
+            ``"sentence-transformers/all-MiniLM-L6-v2"``; default Conan-embedding-v1
+            (``model_name=`` is accepted too, as in Chroma's sentence-transformers function).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         dtype: ``"auto"``, ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         config: a whole :class:`EncoderConfig`; the other arguments override its fields.
-        **settings: other :class:`EncoderConfig` fields (``query_prompt``, ``truncate_dim``, ...).
+        **settings: the other options every conan-rag adapter shares (``revision``,
+            ``query_prompt``, ``document_prompt``, ``truncate_dim``, ``max_seq_length``,
+            ``token_budget``, ``max_batch_size``, ``normalize``), under those names or their
+            ecosystem names (``normalize_embeddings``, ...).
 
     Example:
         >>> ef = ConanEmbeddingFunction("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
@@ -78,16 +103,27 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
     def __init__(
         self,
         model: str | None = None,
+        /,
         *,
         device: str = "auto",
         dtype: str = "auto",
         config: EncoderConfig | None = None,
         **settings: Any,
     ) -> None:
-        self._encoder = load_encoder(model, device=device, dtype=dtype, config=config, **settings)
+        options = translate_options(with_positional_model(model, settings))
+        model = options.pop("model", None)
+        self._normalize = options.pop("normalize", True)
+        if not isinstance(self._normalize, bool):
+            raise ConanConfigError(
+                f"normalize must be True or False, not {self._normalize!r}.",
+                setting="normalize",
+                value=self._normalize,
+                choices=(True, False),
+            )
+        self._encoder = load_encoder(model, device=device, dtype=dtype, config=config, **options)
 
     @classmethod
-    def from_encoder(cls, encoder: Encoder) -> ConanEmbeddingFunction:
+    def from_encoder(cls, encoder: Encoder, *, normalize: bool = True) -> ConanEmbeddingFunction:
         """Wrap an encoder you already hold (same settings, same shared instance).
 
         Example:
@@ -96,20 +132,25 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
             >>> ConanEmbeddingFunction.from_encoder(enc).encoder is enc
             True
         """
-        return cls(config=encoder.config)
+        return cls(config=encoder.config, normalize=normalize)
 
     @property
     def encoder(self) -> Encoder:
         """The shared encoder doing the work."""
         return self._encoder
 
+    @property
+    def normalize(self) -> bool:
+        """Whether the vectors are L2-normalized."""
+        return self._normalize
+
     def __repr__(self) -> str:
-        return f"ConanEmbeddingFunction({self._encoder!r})"
+        return f"ConanEmbeddingFunction({self._encoder!r}, normalize={self._normalize})"
 
     def _embed(self, texts: Documents, kind: Kind) -> Embeddings:
         if isinstance(texts, str):
             texts = [texts]
-        vectors = self._encoder.encode(list(texts), kind=kind)
+        vectors = self._encoder.encode(list(texts), kind=kind, normalize=self._normalize)
         return list(np.ascontiguousarray(vectors))
 
     def __call__(self, input: Documents) -> Embeddings:  # Chroma passes input=...
@@ -134,20 +175,63 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
         return ["cosine", "ip", "l2"]
 
     def get_config(self) -> dict[str, Any]:
-        """The :class:`EncoderConfig` as JSON primitives (a local model as an absolute path)."""
-        config = self._encoder.config.to_dict()
-        config["model"] = self._encoder.model_id
-        return config
+        """What changes the vectors, as JSON primitives; no device, dtype or batch sizes.
+
+        Example:
+            >>> ef = ConanEmbeddingFunction("sentence-transformers/all-MiniLM-L6-v2")
+            >>> sorted(ef.get_config())  # doctest: +NORMALIZE_WHITESPACE
+            ['document_prompt', 'fingerprint', 'max_seq_length', 'model', 'normalize',
+             'query_prompt', 'revision', 'truncate_dim']
+        """
+        config = self._encoder.config
+        return {
+            "model": self._encoder.model_id,
+            "revision": config.revision,
+            "query_prompt": config.query_prompt,
+            "document_prompt": config.document_prompt,
+            "truncate_dim": config.truncate_dim,
+            "max_seq_length": config.max_seq_length,
+            "normalize": self._normalize,
+            FINGERPRINT: self._encoder.fingerprint,
+        }
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> ConanEmbeddingFunction:
-        """Rebuild from :meth:`get_config` output (reusing the shared encoder when loaded).
+        """Rebuild from :meth:`get_config` output on this machine's device and dtype.
+
+        Device and dtype are ``"auto"`` unless ``CONAN_RAG_DEVICE`` / ``CONAN_RAG_DTYPE`` are
+        set; device, dtype and batch settings a 0.2 collection recorded are ignored. The shared
+        encoder is reused when it is loaded.
 
         Raises:
             ConanConfigError: an unknown key or a value of the wrong type.
+            CollectionMismatchError: the model files here differ from the ones the collection
+                was built with (their fingerprints differ).
+
+        Example:
+            >>> stored = {"model": "sentence-transformers/all-MiniLM-L6-v2", "device": "cuda"}
+            >>> ConanEmbeddingFunction.build_from_config(stored).encoder.device
+            'cpu'
         """
         ConanEmbeddingFunction.validate_config(config)
-        return ConanEmbeddingFunction(config=EncoderConfig.from_dict(config))
+        settings = {k: v for k, v in config.items() if k in VECTOR_SETTINGS}
+        ef = ConanEmbeddingFunction(
+            device=os.environ.get(DEVICE_ENV, "").strip() or "auto",
+            dtype=os.environ.get(DTYPE_ENV, "").strip() or "auto",
+            **settings,
+        )
+        recorded = config.get(FINGERPRINT)
+        if recorded is not None and recorded != ef.encoder.fingerprint:
+            raise CollectionMismatchError(
+                f"The collection's vectors were made from other model files than those of "
+                f"{ef.encoder.model_id!r} here (fingerprint {str(recorded)[:12]} recorded, "
+                f"{ef.encoder.fingerprint[:12]} here); use the model files it was built with, "
+                "or re-embed into a new collection.",
+                collection=None,
+                recorded_model=str(config.get("model")),
+                offered_model=ef.encoder.model_id,
+            )
+        return ef
 
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:
@@ -160,52 +244,118 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
             >>> ConanEmbeddingFunction.validate_config({"model": "x", "colour": "red"})
             Traceback (most recent call last):
             ...
-            conan_rag.errors.ConanConfigError: Unknown encoder setting(s) ['colour']; ...
+            conan_rag.errors.ConanConfigError: Unknown setting(s) ['colour'] in a conan-rag ...
         """
         if not isinstance(config, dict):
             raise ConanConfigError(
                 f"A {NAME} embedding function config must be a dict, not {type(config).__name__}.",
                 setting="config",
             )
-        valid = {f.name for f in dataclasses.fields(EncoderConfig)}
-        unknown = sorted(set(config) - valid)
+        unknown = sorted(set(config) - _STORED_KEYS)
         if unknown:
             raise ConanConfigError(
-                f"Unknown encoder setting(s) {unknown}; valid settings are {sorted(valid)}. "
-                "Remove them from the collection's embedding_function config.",
+                f"Unknown setting(s) {unknown} in a {NAME} embedding function config; valid "
+                f"settings are {sorted(_STORED_KEYS)}. Remove them from the collection's "
+                "embedding_function config.",
                 setting=unknown[0],
-                choices=sorted(valid),
+                choices=sorted(_STORED_KEYS),
             )
         for key, value in config.items():
             if not isinstance(value, _PRIMITIVES):
                 raise ConanConfigError(
-                    f"Encoder setting {key!r} is a {type(value).__name__}; stored settings must "
-                    "be str, int, float, bool or None.",
+                    f"Setting {key!r} is a {type(value).__name__}; stored settings must be str, "
+                    "int, float, bool or None.",
                     setting=key,
                     value=value,
                 )
-        EncoderConfig.from_dict(config)  # value checks (positive sizes, ...)
+        EncoderConfig.from_dict({k: v for k, v in config.items() if k in _ENCODER_FIELDS})
 
     def validate_config_update(
         self, old_config: dict[str, Any], new_config: dict[str, Any]
     ) -> None:
-        """Allow changing how vectors are computed (device, dtype, batching), not what they are.
+        """Refuse a change of what the vectors are (model, prompts, sizes, normalization).
+
+        Chroma calls this when a collection's embedding function is replaced; conan-rag also
+        calls it when a collection is opened with a function (see :func:`check_reopen`).
 
         Raises:
-            ConanConfigError: a setting in :data:`VECTOR_SETTINGS` changed; the message names
-                it. Vectors already stored would no longer match new ones: re-embed into a new
-                collection instead.
+            ConanConfigError: a setting in :data:`VECTOR_SETTINGS` (or the model files'
+                fingerprint) differs; the message names it. Vectors already stored would no
+                longer match new ones: re-embed into a new collection instead.
         """
         self.validate_config(new_config)
-        defaults = EncoderConfig().to_dict()
-        changed = [
-            key
-            for key in VECTOR_SETTINGS
-            if old_config.get(key, defaults[key]) != new_config.get(key, defaults[key])
-        ]
+        changed = _changed_settings(old_config, new_config)
         if changed:
             raise ConanConfigError(
-                f"Changing {changed} would make new vectors incomparable with the ones stored; "
-                "create a new collection with this embedding function and re-add the documents.",
+                "This collection's vectors were made with "
+                + ", ".join(f"{k}={old_config.get(k, _default(k))!r}" for k in changed)
+                + "; the embedding function offered has "
+                + ", ".join(f"{k}={new_config.get(k, _default(k))!r}" for k in changed)
+                + ". Open the collection without an embedding function (it rebuilds the "
+                "recorded one), or create a new collection and re-add the documents.",
                 setting=changed[0],
             )
+
+
+def _default(key: str) -> Any:
+    """The value a setting has when a stored config does not name it."""
+    if key == "normalize":
+        return True
+    return getattr(EncoderConfig(), key, None)
+
+
+def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    changed = [k for k in VECTOR_SETTINGS if old.get(k, _default(k)) != new.get(k, _default(k))]
+    # The fingerprint covers the settings too: on its own it means other model files.
+    if not changed and old.get(FINGERPRINT) and new.get(FINGERPRINT) != old[FINGERPRINT]:
+        changed.append(FINGERPRINT)
+    return changed
+
+
+def check_reopen(embedding_function: Any, persisted: dict[str, Any] | None) -> None:
+    """Refuse opening a conan-rag collection with a function whose vector settings differ.
+
+    Chroma itself compares only the functions' names when a collection is opened; importing
+    this module adds this check to ``get_collection``, ``get_collection_by_id`` and
+    ``get_or_create_collection`` of Chroma's clients (sync and async).
+
+    Args:
+        embedding_function: the function passed to ``get_collection``.
+        persisted: the collection's stored ``{"name": ..., "config": ...}`` (or ``None``).
+
+    Raises:
+        ConanConfigError: see :meth:`ConanEmbeddingFunction.validate_config_update`.
+    """
+    if not isinstance(embedding_function, ConanEmbeddingFunction) or not persisted:
+        return
+    if persisted.get("name") != NAME or not isinstance(persisted.get("config"), dict):
+        return
+    embedding_function.validate_config_update(persisted["config"], embedding_function.get_config())
+
+
+def _install_reopen_check() -> None:
+    """Run :func:`check_reopen` after Chroma's own name check, once per client module."""
+    import importlib
+
+    for module_name in ("chromadb.api.client", "chromadb.api.async_client"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # pragma: no cover - a Chroma without that client
+            continue
+        original = getattr(module, "validate_embedding_function_conflict_on_get", None)
+        if original is None or getattr(original, "conan_rag_check", False):
+            continue
+
+        def checked(
+            embedding_function: Any,
+            persisted_ef_config: dict[str, Any] | None,
+            _original: Callable[..., None] = original,
+        ) -> None:
+            _original(embedding_function, persisted_ef_config)
+            check_reopen(embedding_function, persisted_ef_config)
+
+        checked.conan_rag_check = True  # type: ignore[attr-defined]
+        module.validate_embedding_function_conflict_on_get = checked  # type: ignore[attr-defined]
+
+
+_install_reopen_check()

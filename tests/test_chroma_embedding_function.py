@@ -71,8 +71,18 @@ def test_config_is_primitives_and_rebuilds_the_same_shared_encoder(
 ) -> None:
     config = ef.get_config()
     assert json.loads(json.dumps(config)) == config
-    assert config == {**ef.encoder.config.to_dict(), "model": MINILM}
-    assert config["query_prompt"] == "query: " and config["device"] == "cpu"
+    # What changes the vectors, and nothing the opening machine should choose (device, dtype,
+    # batch sizes).
+    assert config == {
+        "model": MINILM,
+        "revision": None,
+        "query_prompt": "query: ",
+        "document_prompt": None,
+        "truncate_dim": None,
+        "max_seq_length": None,
+        "normalize": True,
+        "fingerprint": ef.encoder.fingerprint,
+    }
     rebuilt = ConanEmbeddingFunction.build_from_config(config)
     assert isinstance(rebuilt, ConanEmbeddingFunction)
     assert rebuilt.encoder is ef.encoder
@@ -110,10 +120,14 @@ def test_validate_config_rejects_bad_values(ef: ConanEmbeddingFunction) -> None:
 def test_config_update_may_change_device_but_not_the_vectors(ef: ConanEmbeddingFunction) -> None:
     old = ef.get_config()
     ef.validate_config_update(old, {**old, "device": "auto", "max_batch_size": 64})
-    with pytest.raises(conan_rag.ConanConfigError, match=r"\['query_prompt'\].*new collection"):
+    with pytest.raises(conan_rag.ConanConfigError, match=r"query_prompt='query: '.*new collection"):
         ef.validate_config_update(old, {**old, "query_prompt": None})
     with pytest.raises(conan_rag.ConanConfigError, match="model"):
         ef.validate_config_update(old, {**old, "model": "TencentBAC/Conan-embedding-v1"})
+    with pytest.raises(conan_rag.ConanConfigError, match="normalize=True"):
+        ef.validate_config_update(old, {**old, "normalize": False})
+    with pytest.raises(conan_rag.ConanConfigError, match="fingerprint"):  # other model files
+        ef.validate_config_update(old, {**old, "fingerprint": "0123456789abcdef"})
 
 
 def test_query_texts_find_the_relevant_document(ef: ConanEmbeddingFunction) -> None:
@@ -166,7 +180,13 @@ def test_collection_reopens_in_another_process_with_the_function_rebuilt(
     del col, client
     SharedSystemClient.clear_system_cache()  # release the database before the other process
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The collection records no dtype (the opening machine picks one): CONAN_RAG_DTYPE pins it.
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CONAN_RAG_DTYPE": "float32",
+    }
     proc = subprocess.run(
         [sys.executable, "-c", REOPEN, str(tmp_path / "db"), "他们去北京。", "天下大乱。"],
         capture_output=True,

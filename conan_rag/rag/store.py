@@ -3,9 +3,10 @@
 An embedded ``chromadb.PersistentClient`` by default (folder ``./.conan_rag``); a
 ``chromadb.HttpClient`` for a ``http://HOST:PORT`` URL, authenticated with a token read only from
 the ``CONAN_RAG_CHROMA_TOKEN`` environment variable (never from arguments, never logged).
-Collections use cosine space and record the encoder's model id, dimension, fingerprint and config;
-opening one with another encoder raises :class:`~conan_rag.errors.CollectionMismatchError` before
-anything is written.
+Collections use cosine space and record the encoder's model id, dimension, fingerprint and config,
+and the conan-rag Chroma embedding function (so plain ``chromadb`` can query them by text after
+``import conan_rag.chroma``); opening one with another encoder raises
+:class:`~conan_rag.errors.CollectionMismatchError` before anything is written.
 
 Example:
     >>> import tempfile
@@ -282,11 +283,17 @@ def open_collection(
         return collection
     if not create or encoder is None:
         raise CollectionNotFoundError(name, [c.name for c in client.list_collections()])
+    from conan_rag.chroma import ConanEmbeddingFunction
+
+    # Recording the embedding function lets plain chromadb query by text after
+    # `import conan_rag.chroma`; the pipeline itself always passes vectors.
     return client.get_or_create_collection(
         name,
         configuration={"hnsw": HNSW},  # type: ignore[arg-type]
         metadata=_collection_metadata(encoder),
-        embedding_function=None,
+        # Chroma types the argument as EmbeddingFunction[Embeddable]; its own text functions,
+        # like this one, are EmbeddingFunction[Documents].
+        embedding_function=ConanEmbeddingFunction.from_encoder(encoder),  # type: ignore[arg-type]
     )
 
 

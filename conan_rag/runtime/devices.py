@@ -61,14 +61,57 @@ def resolve_device(device: str) -> str:
     kind = name.split(":", 1)[0]
     if kind not in ("cpu", "cuda", "mps"):
         raise ConanConfigError(
-            f"Unknown device {device!r}; choose one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'."
+            f"Unknown device {device!r}; choose one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'.",
+            setting="device",
+            value=device,
+            choices=("auto", "cpu", "cuda", "cuda:N", "mps"),
         )
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConanConfigError(
             f"Device {device!r} was asked for but torch sees no CUDA GPU; use device='auto' "
-            "or 'cpu'."
+            "or 'cpu'.",
+            setting="device",
+            value=device,
+            choices=available_devices(),
         )
+    if kind == "cuda" and ":" in name:
+        index = name.split(":", 1)[1]
+        count = torch.cuda.device_count()
+        if not index.isdigit() or int(index) >= count:
+            raise ConanConfigError(
+                f"Device {device!r} does not exist: torch sees {count} CUDA GPU(s), "
+                f"cuda:0 to cuda:{count - 1}.",
+                setting="device",
+                value=device,
+                choices=available_devices(),
+            )
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if ":" in name or mps is None or not mps.is_available():
+            raise ConanConfigError(
+                f"Device {device!r} was asked for but torch has no MPS (Apple GPU) device here; "
+                "use device='auto' or 'cpu'.",
+                setting="device",
+                value=device,
+                choices=available_devices(),
+            )
     return name
+
+
+def available_devices() -> tuple[str, ...]:
+    """The devices this machine can run on, ``"auto"`` first.
+
+    Example:
+        >>> available_devices()[:2]
+        ('auto', 'cpu')
+    """
+    found = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return tuple(found)
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
