@@ -71,10 +71,13 @@ def test_encoder_quickstart(workdir: Path) -> None:
 
 
 def test_langchain_quickstart(workdir: Path) -> None:
-    (block,) = section_blocks("LangChain")
+    block, migrated = section_blocks("LangChain")
     ns = run(block)
     assert len(ns["vector"]) == 384 and all(type(x) is float for x in ns["vector"])
     assert ns["embeddings"].encoder is conan_rag.load_encoder(MINILM)
+    embeddings = run(migrated)["embeddings"]
+    assert (embeddings.device, embeddings.normalize, embeddings.max_batch_size) == ("cpu", True, 32)
+    assert embeddings.encoder is conan_rag.load_encoder(MINILM, device="cpu", max_batch_size=32)
 
 
 def test_llamaindex_quickstart(workdir: Path) -> None:
@@ -94,13 +97,15 @@ def test_chroma_quickstart(workdir: Path) -> None:
     from conan_rag.chroma import ConanEmbeddingFunction
 
     try:
-        (block,) = section_blocks("Chroma")
-        ns = run(block)
+        create, reopen = section_blocks("Chroma")
+        ns = run(create)
         collection = ns["collection"]
         collection.add(ids=["paris"], documents=["Paris is the capital of France."])
+        collection.add(ids=["bananas"], documents=["Bananas are yellow."])
         hits = collection.query(query_texts=["Which city is France's capital?"], n_results=1)
         assert hits["ids"] == [["paris"]]
         assert isinstance(collection.configuration["embedding_function"], ConanEmbeddingFunction)
+        assert run(reopen)["hits"]["ids"] == [["paris"]]
     finally:
         SharedSystemClient.clear_system_cache()
 
