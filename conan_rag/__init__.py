@@ -24,7 +24,9 @@ from conan_rag.errors import (
     ConanModelError,
     ConanRagError,
     ConanTypeError,
+    ForkedProcessError,
     ModelNotFoundError,
+    QueueWorkerError,
 )
 from conan_rag.model.files import BUNDLED_MINILM, DEFAULT_MODEL
 
@@ -43,7 +45,9 @@ __all__ = [
     "ConanTypeError",
     "Encoder",
     "EncoderConfig",
+    "ForkedProcessError",
     "ModelNotFoundError",
+    "QueueWorkerError",
     "load_encoder",
 ]
 __version__ = "0.2.0"

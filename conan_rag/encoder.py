@@ -52,13 +52,6 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return items
 
 
-def _load_shared(config: dict[str, Any]) -> Encoder:
-    """Unpickle an :class:`Encoder`: this process's shared encoder for ``config``."""
-    from conan_rag.registry import load_encoder
-
-    return load_encoder(config=EncoderConfig.from_dict(config))
-
-
 class Encoder:
     """A sentence-transformers model run by plain torch + transformers.
 
@@ -108,18 +101,6 @@ class Encoder:
         self._prompt_lengths = {
             k: backend.prompt_length(p) if p else 0 for k, p in self.prompts.items()
         }
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle by settings: unpickling loads (or reuses) the shared encoder of that process.
-
-        Example:
-            >>> import pickle
-            >>> from conan_rag import load_encoder
-            >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
-            >>> pickle.loads(pickle.dumps(enc)) is enc
-            True
-        """
-        return (_load_shared, (self.config.to_dict(),))
 
     def __copy__(self) -> Encoder:
         return self  # a shared view of loaded weights: copies are the same encoder
@@ -250,7 +231,7 @@ class Encoder:
                     pending.append((start, future))
                     if len(pending) > 1:
                         first, done = pending.pop(0)
-                        out[first : first + step] = self._finish(done.result(), normalize)
+                        out[first : first + step] = self._finish(self.queue.result(done), normalize)
                     continue
                 budget = self.backend.budget(self.token_budget)
                 for batch in plan_batches(
@@ -261,7 +242,7 @@ class Encoder:
                     report(len(batch))
             while pending:
                 first, done = pending.pop(0)
-                out[first : first + step] = self._finish(done.result(), normalize)
+                out[first : first + step] = self._finish(self.queue.result(done), normalize)
         finally:
             for _, future in pending:  # interrupted (Ctrl-C, error): drop what is not yet run
                 future.cancel()
@@ -305,7 +286,7 @@ class Encoder:
             max_batch_size=self.config.max_batch_size,
             token_budget=self.token_budget,
         )
-        return self._finish(await asyncio.wrap_future(future), normalize)
+        return self._finish(await self.queue.aresult(future), normalize)
 
     def _finish(self, vectors: torch.Tensor, normalize: bool) -> np.ndarray:
         if self.spec.normalize:

@@ -184,6 +184,47 @@ class QueueShutdownError(ConanRagError, RuntimeError):
     """The encoder's batching queue stopped (interpreter exit) before a request was served."""
 
 
+class QueueWorkerError(ConanRagError, RuntimeError):
+    """The batching queue's worker is gone while a request still waits for it (never a hang).
+
+    This happens to requests queued before the process was forked (the worker thread does not
+    exist in the child) or when the worker thread died.
+
+    Attributes:
+        reason: what happened to the worker, in a few words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"The encoder's batching worker stopped before serving this request ({reason}). "
+            "Requests queued before a fork (os.fork, multiprocessing's 'fork' start method, "
+            "gunicorn --preload, Celery prefork) are not served in the child: encode again in "
+            "the child (its queue starts a new worker). If this happens without a fork, load "
+            "the encoder with use_queue=False and report it as a bug."
+        )
+        self.reason = reason
+
+
+class ForkedProcessError(ConanRagError, RuntimeError):
+    """A model loaded on a GPU was used in a process forked from the one that loaded it.
+
+    CUDA cannot be used in a forked child; load the encoder in the child, or start children
+    with the ``"spawn"`` method.
+
+    Attributes:
+        device: the device the model was loaded on.
+    """
+
+    def __init__(self, device: str) -> None:
+        super().__init__(
+            f"This encoder was loaded on {device} in a parent process and this process was "
+            "forked from it: CUDA cannot run in a forked child. Start worker processes with "
+            "the 'spawn' method (multiprocessing.get_context('spawn')) or call load_encoder() "
+            "in the child, not before the fork (e.g. no gunicorn --preload)."
+        )
+        self.device = device
+
+
 class DeviceOutOfMemoryError(ConanRagError, MemoryError):
     """A single text does not fit on the device even alone.
 

@@ -17,11 +17,13 @@ Example:
 
 from __future__ import annotations
 
+import copyreg
 import threading
 from typing import Any
 
 from conan_rag.config import EncoderConfig, default_token_budget
 from conan_rag.encoder import Encoder
+from conan_rag.forking import after_fork_in_child
 from conan_rag.model.files import canonical_model_id, resolve_model
 from conan_rag.model.spec import read_model_spec
 from conan_rag.runtime.backend import Backend
@@ -32,6 +34,15 @@ _BackendKey = tuple[str, str | None, str, str, str]
 _registry_lock = threading.Lock()
 _backends: dict[_BackendKey, tuple[Backend, BatchQueue]] = {}
 _encoders: dict[tuple[Any, ...], Encoder] = {}
+
+
+def _new_lock_after_fork() -> None:
+    """In a forked child: a fresh lock (a parent thread may have held it, e.g. loading)."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+
+
+after_fork_in_child(_new_lock_after_fork)
 
 
 def load_encoder(
@@ -115,3 +126,24 @@ def clear_registry() -> None:
     with _registry_lock:
         _encoders.clear()
         _backends.clear()
+
+
+def _restore(config: dict[str, Any]) -> Encoder:
+    """Unpickle an :class:`~conan_rag.encoder.Encoder`: this process's shared one for ``config``."""
+    return load_encoder(config=EncoderConfig.from_dict(config))
+
+
+def _reduce(encoder: Encoder) -> tuple[Any, ...]:
+    """Pickle an encoder by its settings, never its weights.
+
+    Example:
+        >>> import pickle
+        >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+        >>> pickle.loads(pickle.dumps(enc)) is enc
+        True
+    """
+    return (_restore, (encoder.config.to_dict(),))
+
+
+# Encoders exist only through load_encoder, so this module is loaded wherever one is pickled.
+copyreg.pickle(Encoder, _reduce)

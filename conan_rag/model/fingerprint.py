@@ -21,11 +21,21 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from conan_rag.forking import after_fork_in_child
 from conan_rag.model.files import DEFINING_FILES, PYTORCH_BIN, SAFETENSORS
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _cache: dict[tuple[str, int, int], str] = {}
 _cache_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    """In a forked child: a fresh lock (a parent thread may have held it, hashing a file)."""
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+after_fork_in_child(_new_lock_after_fork)
 
 
 def file_digest(path: Path) -> str:

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from conan_rag.errors import ConanModelError, DeviceOutOfMemoryError
+from conan_rag.errors import ConanModelError, DeviceOutOfMemoryError, ForkedProcessError
+from conan_rag.forking import ForkAware
 from conan_rag.model.files import PYTORCH_BIN, SAFETENSORS, WEIGHT_FILES, download_hint
 from conan_rag.model.modules import Head
 from conan_rag.model.spec import ModelSpec
@@ -116,8 +117,12 @@ def _load_tokenizer(spec: ModelSpec) -> object:
         ) from None
 
 
-class Backend:
-    """Tokenizer + transformer + head on one device in one dtype. Thread-safe.
+class Backend(ForkAware):
+    """Tokenizer + transformer + head on one device in one dtype. Thread-safe, fork-aware.
+
+    In a process forked from the one that loaded it, a CPU backend keeps working (with fresh
+    locks, torch on one thread); a CUDA backend raises
+    :class:`~conan_rag.errors.ForkedProcessError` (CUDA cannot run in a forked child).
 
     Args:
         spec: the model folder's spec.
@@ -127,6 +132,7 @@ class Backend:
     """
 
     def __init__(self, spec: ModelSpec, device: str, dtype: str, cpu_kernels: str = "auto") -> None:
+        super().__init__()
         self.spec = spec
         self.device = torch.device(device)
         self.dtype_name = dtype
@@ -153,6 +159,20 @@ class Backend:
         self.forward_mode = "padded"
         if self.device.type == "cuda" and varlen_supported(self.transformer):
             self.forward_mode = "varlen"
+        self.forked_from_cuda = False  # set in a forked child: this backend's GPU is unusable
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks (a parent thread may have held them mid-forward).
+
+        A CPU backend also drops torch to one thread, as PyTorch's DataLoader workers do: GNU
+        OpenMP's thread pool does not survive a fork, and a child whose forking thread had used
+        it hangs in its first multi-threaded op.
+        """
+        self._tokenizer_lock = threading.Lock()
+        self._forward_lock = threading.Lock()
+        self.forked_from_cuda = self.device.type == "cuda"
+        if self.device.type == "cpu" and torch.get_num_threads() > 1:
+            torch.set_num_threads(1)
 
     @property
     def output_dim(self) -> int:
@@ -168,6 +188,7 @@ class Backend:
         """Token ids per text, truncated at ``max_length`` tokens (special tokens included)."""
         if not texts:
             return []
+        self._check_process()
         with self._tokenizer_lock:  # fast tokenizers are not re-entrant ("Already borrowed")
             encoded = self.tokenizer(  # type: ignore[operator]
                 list(texts),
@@ -202,7 +223,14 @@ class Backend:
 
     @torch.inference_mode()
     def embed_ids(self, ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
-        """Run one batch as given (no lock, no retry): un-normalized float32 vectors on the CPU."""
+        """Run one batch as given (no lock, no retry): un-normalized float32 vectors on the CPU.
+
+        Raises:
+            ForkedProcessError: the model is on a GPU and this process was forked after loading.
+        """
+        self._check_process()
+        if self.forked_from_cuda:
+            raise ForkedProcessError(str(self.device))
         if self.forward_mode == "varlen":
             return embed_varlen(self.transformer, self.head, ids, prompt_length)
         input_ids, attention = self._tensors(ids)
@@ -222,7 +250,9 @@ class Backend:
 
         Raises:
             DeviceOutOfMemoryError: one text alone does not fit on the device.
+            ForkedProcessError: the model is on a GPU and this process was forked after loading.
         """
+        self._check_process()
         with self._forward_lock:
             return self._embed_splitting(ids, prompt_length)
 

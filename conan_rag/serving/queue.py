@@ -18,6 +18,16 @@ callers therefore share one forward pass instead of queueing behind a lock one b
   a forgotten backend can be freed) and is stopped at interpreter exit; requests still pending
   then fail with :class:`~conan_rag.errors.QueueShutdownError`.
 
+Forked processes (``os.fork``, multiprocessing's ``"fork"``, gunicorn ``--preload``, Celery
+prefork): a child's first request starts its own worker; a request queued before the fork fails
+with :class:`~conan_rag.errors.QueueWorkerError` instead of hanging (:meth:`BatchQueue.result`).
+torch's CPU thread pool (GNU OpenMP in torch's Linux wheels) does not survive a fork: a thread
+that ran multi-threaded torch ops in the parent hangs on its next one in the child. So a CPU
+backend puts a forked child's torch on one thread (as PyTorch's DataLoader workers do); for
+more threads per process, start children with ``multiprocessing.get_context("spawn")`` or load
+the encoder in the child. A model on CUDA never works in a forked child
+(:class:`~conan_rag.errors.ForkedProcessError`): load it in the child, or use spawn.
+
 Example:
     >>> from conan_rag import load_encoder
     >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -41,8 +52,10 @@ import torch
 
 from conan_rag.config import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGETS
 from conan_rag.errors import ConanConfigError, QueueShutdownError
+from conan_rag.forking import ForkAware
 from conan_rag.serving.batching import plan_batches
 from conan_rag.serving.requests import BatchRunner, Request
+from conan_rag.serving.waiting import await_result, wait_result
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +71,7 @@ _SHUTDOWN = "The encoder's batching queue has shut down (process exit)."
 _Rows = list[tuple[Request, int]]
 
 
-class BatchQueue:
+class BatchQueue(ForkAware):
     """Coalesce concurrent requests for one model into batches.
 
     Args:
@@ -76,6 +89,7 @@ class BatchQueue:
     def __init__(
         self, runner: BatchRunner, token_budget: int = DEFAULT_TOKEN_BUDGETS["cpu"]
     ) -> None:
+        super().__init__()
         self.runner = runner
         self.token_budget = token_budget
         self._cond = threading.Condition()
@@ -165,11 +179,12 @@ class BatchQueue:
         if request.rows == 0:
             future.set_result(torch.empty((0, self.runner.output_dim)))
             return future
+        self._check_process()
         with self._cond:
             if self._stopping:
                 raise QueueShutdownError(_SHUTDOWN)
             self._pending.append(request)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # none yet, idle or died
                 self._thread = threading.Thread(
                     target=self._run, name="conan-rag-batcher", daemon=True
                 )
@@ -177,8 +192,40 @@ class BatchQueue:
             self._cond.notify()
         return future
 
+    def result(self, future: Future[torch.Tensor]) -> torch.Tensor:
+        """Wait for a future of this queue: ``future.result()``, but never a hang.
+
+        Raises:
+            QueueWorkerError: no worker will serve it (queued before this process was forked,
+                or the worker thread died); the future is cancelled.
+        """
+        return wait_result(future, self._worker_lost)
+
+    async def aresult(self, future: Future[torch.Tensor]) -> torch.Tensor:
+        """Like :meth:`result`, awaited; cancelling the awaiting task cancels the request."""
+        return await await_result(future, self._worker_lost)
+
+    def _worker_lost(self) -> str | None:
+        """Why no worker will serve a request still pending (None: one will, or it is done)."""
+        # No lock: one inherited through a fork may be held by a thread that is not here. The
+        # worker lets go of _thread only with nothing pending, after resolving its last cycle.
+        if self._pid != os.getpid():
+            return "it was queued in the process this one was forked from"
+        thread = self._thread
+        if thread is None:
+            return "it was queued before this process was forked; no worker runs for it here"
+        return None if thread.is_alive() else "the worker thread died"
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's worker, lock and requests (none live here)."""
+        self._cond = threading.Condition()
+        self._pending = deque()
+        self._thread = None
+        self._stopping = False
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the worker: fail pending requests, let a running batch finish, join."""
+        self._check_process()
         with self._cond:
             self._stopping = True
             pending, self._pending = list(self._pending), deque()
