@@ -225,11 +225,12 @@ class SharedEncoderMixin:
     * ``pickle``, ``copy`` and ``deepcopy`` carry settings; the encoder re-attaches to the shared
       one of the process that unpickles it.
 
-    Subclasses set ``ENCODER_FIELDS`` (field name -> :func:`~conan_rag.load_encoder` argument)
-    and call :meth:`_bind` at the end of ``__init__``.
+    Subclasses call :meth:`_bind` at the end of ``__init__``; one whose field names differ from
+    :data:`VOCABULARY` sets ``ENCODER_FIELDS`` (field name -> :func:`~conan_rag.load_encoder`
+    argument).
     """
 
-    ENCODER_FIELDS: ClassVar[dict[str, str]]
+    ENCODER_FIELDS: ClassVar[dict[str, str]] = {option: option for option in ENCODER_OPTIONS}
 
     def encoder_settings(self) -> dict[str, Any]:
         """The :func:`~conan_rag.load_encoder` arguments these settings stand for."""

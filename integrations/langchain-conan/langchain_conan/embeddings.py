@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
@@ -92,19 +92,6 @@ class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
     """Show a progress bar while embedding documents synchronously."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
-    ENCODER_FIELDS: ClassVar[dict[str, str]] = {
-        "model": "model",
-        "revision": "revision",
-        "device": "device",
-        "dtype": "dtype",
-        "query_prompt": "query_prompt",
-        "document_prompt": "document_prompt",
-        "truncate_dim": "truncate_dim",
-        "max_seq_length": "max_seq_length",
-        "token_budget": "token_budget",
-        "max_batch_size": "max_batch_size",
-    }
 
     _encoder: Encoder = PrivateAttr()
 

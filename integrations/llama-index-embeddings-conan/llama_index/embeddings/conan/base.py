@@ -15,7 +15,12 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 try:
-    from conan_rag.adapters import SharedEncoderMixin, translate_options, with_positional_model
+    from conan_rag.adapters import (
+        ENCODER_OPTIONS,
+        SharedEncoderMixin,
+        translate_options,
+        with_positional_model,
+    )
     from conan_rag.model.files import DEFAULT_MODEL
 except ImportError as exc:  # pragma: no cover - exercised only without conan-rag installed
     raise ImportError(
@@ -98,18 +103,7 @@ class ConanEmbedding(SharedEncoderMixin, BaseEmbedding):
 
     model_config = ConfigDict(validate_assignment=True, protected_namespaces=())
 
-    ENCODER_FIELDS: ClassVar[dict[str, str]] = {
-        "model_name": "model",
-        "revision": "revision",
-        "device": "device",
-        "dtype": "dtype",
-        "query_prompt": "query_prompt",
-        "document_prompt": "document_prompt",
-        "truncate_dim": "truncate_dim",
-        "max_seq_length": "max_seq_length",
-        "token_budget": "token_budget",
-        "max_batch_size": "max_batch_size",
-    }
+    ENCODER_FIELDS: ClassVar[dict[str, str]] = {RENAME.get(o, o): o for o in ENCODER_OPTIONS}
 
     _encoder: Encoder = PrivateAttr()
 
