@@ -39,7 +39,21 @@ VOCABULARY: tuple[str, ...] = (
     "token_budget",
     "max_batch_size",
     "normalize",
+    "endpoint",
+    "api_key",
 )
+# A conan-rag server instead of a model in this process (conan_rag.remote).
+REMOTE_OPTIONS: tuple[str, ...] = ("endpoint", "api_key")
+# Options the server decides; with an endpoint they must keep their defaults.
+SERVER_DECIDES: dict[str, Any] = {
+    "revision": None,
+    "device": "auto",
+    "dtype": "auto",
+    "query_prompt": None,
+    "document_prompt": None,
+    "max_seq_length": None,
+    "token_budget": None,
+}
 # Options that pick the encoder (the rest, like ``normalize``, apply per call).
 ENCODER_OPTIONS: tuple[str, ...] = tuple(o for o in VOCABULARY if o != "normalize")
 # Names other libraries use for our options.
@@ -215,6 +229,48 @@ def with_positional_model(model: str | None, data: dict[str, Any]) -> dict[str, 
     return {"model": model, **data}
 
 
+def open_encoder(settings: dict[str, Any]) -> Any:
+    """The shared encoder for adapter settings: a local model, or a server's with ``endpoint``.
+
+    Args:
+        settings: :func:`~conan_rag.load_encoder` arguments, plus ``endpoint`` and ``api_key``.
+
+    Returns:
+        An :class:`~conan_rag.encoder.Encoder`, or a :class:`~conan_rag.remote.RemoteEncoder`.
+
+    Raises:
+        ConanConfigError: with an endpoint, a setting the server decides (device, dtype,
+            prompts, ...) was given, or the model named is not the one the server runs.
+    """
+    settings = dict(settings)
+    endpoint = settings.pop("endpoint", None)
+    api_key = settings.pop("api_key", None)
+    if not endpoint:
+        from conan_rag.registry import load_encoder
+
+        return load_encoder(settings.pop("model", None), **settings)
+    from conan_rag.model.files import DEFAULT_MODEL
+    from conan_rag.remote import remote_encoder
+
+    local = [k for k, v in SERVER_DECIDES.items() if settings.get(k, v) != v]
+    if local:
+        raise ConanConfigError(
+            f"{local} are decided by the server at {endpoint}; leave them out with an endpoint "
+            "(set them with `conan-rag serve` flags), or drop endpoint to run the model here.",
+            setting=local[0],
+        )
+    encoder = remote_encoder(endpoint, api_key=api_key, truncate_dim=settings.get("truncate_dim"))
+    model = settings.get("model")
+    if model not in (None, DEFAULT_MODEL, encoder.model_id):
+        raise ConanConfigError(
+            f"The server at {endpoint} runs {encoder.model_id!r}, not {model!r}; leave model out "
+            "with an endpoint, or point at a server running that model.",
+            setting="model",
+            value=model,
+        )
+    return encoder
+
+
 class SharedEncoderMixin:
     """Object behaviour shared by the pydantic adapters (put it before ``BaseModel``).
 
@@ -234,13 +290,14 @@ class SharedEncoderMixin:
 
     def encoder_settings(self) -> dict[str, Any]:
         """The :func:`~conan_rag.load_encoder` arguments these settings stand for."""
-        return {arg: getattr(self, name) for name, arg in self.ENCODER_FIELDS.items()}
+        settings = {arg: getattr(self, name) for name, arg in self.ENCODER_FIELDS.items()}
+        key: Any = settings.get("api_key")
+        if hasattr(key, "get_secret_value"):  # pydantic SecretStr
+            settings["api_key"] = key.get_secret_value()
+        return settings
 
     def _bind(self) -> None:
-        from conan_rag.registry import load_encoder
-
-        settings = self.encoder_settings()
-        self._encoder = load_encoder(settings.pop("model"), **settings)
+        self._encoder = open_encoder(self.encoder_settings())
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in self.ENCODER_FIELDS:

@@ -9,8 +9,9 @@ What a collection records is what changes the vectors (model, revision, prompts,
 ``truncate_dim``, ``max_seq_length``, normalization, and the model's fingerprint). Device and
 dtype are chosen by the machine that opens it (``"auto"``), or by the ``CONAN_RAG_DEVICE`` and
 ``CONAN_RAG_DTYPE`` environment variables, or by passing your own function to
-``get_collection``. A function whose vector settings differ from the recorded ones is refused
-when the collection is opened, before anything is added or queried.
+``get_collection``; ``CONAN_RAG_ENDPOINT`` embeds on a ``conan-rag serve`` server instead. A
+function whose vector settings differ from the recorded ones is refused when the collection is
+opened, before anything is added or queried.
 
 Example:
     >>> import chromadb
@@ -45,17 +46,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "conan_rag.chroma needs chromadb; install it with `pip install 'conan-rag[rag]'`."
     ) from exc
 
-from conan_rag.adapters import translate_options, with_positional_model
+from conan_rag.adapters import open_encoder, translate_options, with_positional_model
 from conan_rag.config import EncoderConfig
 from conan_rag.errors import CollectionMismatchError, ConanConfigError
 from conan_rag.registry import load_encoder
 
 if TYPE_CHECKING:
-    from conan_rag.encoder import Encoder, Kind
+    from conan_rag.inputs import Kind
+    from conan_rag.protocols import EncoderLike
 
 NAME = "conan-rag"
 DEVICE_ENV = "CONAN_RAG_DEVICE"
 DTYPE_ENV = "CONAN_RAG_DTYPE"
+ENDPOINT_ENV = "CONAN_RAG_ENDPOINT"
 # Settings that change the vectors: what a collection records, and may not change.
 VECTOR_SETTINGS = (
     "model",
@@ -111,19 +114,26 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
         **settings: Any,
     ) -> None:
         options = translate_options(with_positional_model(model, settings))
+        if options.get("endpoint"):  # a conan-rag server's encoder
+            if config is not None or device != "auto" or dtype != "auto":
+                raise ConanConfigError(
+                    "config, device and dtype are decided by the server; leave them out with an "
+                    "endpoint.",
+                    setting="endpoint",
+                )
+            self._normalize = _check_normalize(options.pop("normalize", True))
+            self._encoder = open_encoder(options)
+            return
+        options.pop("endpoint", None)
+        options.pop("api_key", None)
         model = options.pop("model", None)
-        self._normalize = options.pop("normalize", True)
-        if not isinstance(self._normalize, bool):
-            raise ConanConfigError(
-                f"normalize must be True or False, not {self._normalize!r}.",
-                setting="normalize",
-                value=self._normalize,
-                choices=(True, False),
-            )
+        self._normalize = _check_normalize(options.pop("normalize", True))
         self._encoder = load_encoder(model, device=device, dtype=dtype, config=config, **options)
 
     @classmethod
-    def from_encoder(cls, encoder: Encoder, *, normalize: bool = True) -> ConanEmbeddingFunction:
+    def from_encoder(
+        cls, encoder: EncoderLike, *, normalize: bool = True
+    ) -> ConanEmbeddingFunction:
         """Wrap an encoder you already hold (same settings, same shared instance).
 
         Example:
@@ -132,10 +142,13 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
             >>> ConanEmbeddingFunction.from_encoder(enc).encoder is enc
             True
         """
-        return cls(config=encoder.config, normalize=normalize)
+        ef = cls.__new__(cls)  # the encoder is held already: nothing to load or connect
+        ef._encoder = encoder
+        ef._normalize = _check_normalize(normalize)
+        return ef
 
     @property
-    def encoder(self) -> Encoder:
+    def encoder(self) -> EncoderLike:
         """The shared encoder doing the work."""
         return self._encoder
 
@@ -200,7 +213,8 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
         """Rebuild from :meth:`get_config` output on this machine's device and dtype.
 
         Device and dtype are ``"auto"`` unless ``CONAN_RAG_DEVICE`` / ``CONAN_RAG_DTYPE`` are
-        set; device, dtype and batch settings a 0.2 collection recorded are ignored. The shared
+        set; with ``CONAN_RAG_ENDPOINT`` set, a server embeds (its fingerprint is checked).
+        Device, dtype and batch settings a 0.2 collection recorded are ignored. The shared
         encoder is reused when it is loaded.
 
         Raises:
@@ -215,11 +229,15 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
         """
         ConanEmbeddingFunction.validate_config(config)
         settings = {k: v for k, v in config.items() if k in VECTOR_SETTINGS}
-        ef = ConanEmbeddingFunction(
-            device=os.environ.get(DEVICE_ENV, "").strip() or "auto",
-            dtype=os.environ.get(DTYPE_ENV, "").strip() or "auto",
-            **settings,
-        )
+        endpoint = os.environ.get(ENDPOINT_ENV, "").strip()
+        if endpoint:  # embed on a conan-rag server (its key from CONAN_RAG_API_KEY)
+            ef = ConanEmbeddingFunction(endpoint=endpoint, **settings)
+        else:
+            ef = ConanEmbeddingFunction(
+                device=os.environ.get(DEVICE_ENV, "").strip() or "auto",
+                dtype=os.environ.get(DTYPE_ENV, "").strip() or "auto",
+                **settings,
+            )
         recorded = config.get(FINGERPRINT)
         if recorded is not None and recorded != ef.encoder.fingerprint:
             raise CollectionMismatchError(
@@ -295,6 +313,17 @@ class ConanEmbeddingFunction(EmbeddingFunction[Documents]):
                 "recorded one), or create a new collection and re-add the documents.",
                 setting=changed[0],
             )
+
+
+def _check_normalize(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConanConfigError(
+            f"normalize must be True or False, not {value!r}.",
+            setting="normalize",
+            value=value,
+            choices=(True, False),
+        )
+    return value
 
 
 def _default(key: str) -> Any:

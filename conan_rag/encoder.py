@@ -15,41 +15,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from conan_rag.config import EncoderConfig, default_token_budget
-from conan_rag.errors import ConanConfigError, ConanTypeError
+from conan_rag.errors import ConanConfigError
+from conan_rag.inputs import KINDS, Kind, check_texts
 from conan_rag.model.fingerprint import model_fingerprint
 from conan_rag.runtime.backend import Backend
 from conan_rag.serving.batching import plan_batches
 from conan_rag.serving.queue import BatchQueue
 
-Kind = Literal["query", "document"]
-KINDS: tuple[str, ...] = ("query", "document")
 WINDOW = 8192  # texts tokenized and sorted together; bounds memory for huge inputs
 # Through the queue, texts are tokenized and submitted in chunks: the worker embeds one while
 # the caller tokenizes the next (its cycles, not the chunks, decide the length sorting).
 QUEUE_CHUNK = 1024
 ASYNC_TEXTS = 256  # aencode hands at most this many texts to the queue's worker to tokenize
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise ConanTypeError(
-            "encode() takes a list of strings, not a single string; wrap it: encode([text])."
-        )
-    items = list(texts)
-    for index, text in enumerate(items):
-        if not isinstance(text, str):
-            raise ConanTypeError(
-                f"texts[{index}] is {type(text).__name__}, not str; convert or drop it "
-                "(bytes: .decode('utf-8')).",
-                index=index,
-            )
-    return items
 
 
 class Encoder:
@@ -125,6 +108,16 @@ class Encoder:
         """The dtype the transformer computes in: ``float32``, ``bfloat16`` or ``float16``."""
         return self.backend.dtype_name
 
+    @property
+    def tokenizer(self) -> Any:
+        """The model's (fast, Hugging Face) tokenizer; not re-entrant: copy it to use it."""
+        return self.backend.tokenizer
+
+    @property
+    def do_lower_case(self) -> bool:
+        """Whether texts are lower-cased before tokenizing (the model folder says so)."""
+        return bool(self.spec.do_lower_case)
+
     @cached_property
     def fingerprint(self) -> str:
         """Identifies the model files and every setting that changes the vectors.
@@ -151,7 +144,7 @@ class Encoder:
     def _prepare(self, texts: Sequence[str], kind: str) -> list[str]:
         """The strings the tokenizer sees: prompt prepended, lower-cased if the model asks."""
         prompt = self._prompt(kind)
-        items = [prompt + t for t in _check_texts(texts)]
+        items = [prompt + t for t in check_texts(texts)]
         if self.spec.do_lower_case:
             items = [t.lower() for t in items]
         return items
@@ -199,7 +192,7 @@ class Encoder:
             >>> bool((q @ d.T)[0, 0] > (q @ d.T)[0, 1])
             True
         """
-        items = _check_texts(texts)
+        items = check_texts(texts)
         self._prompt(kind)
         prompt_length = self._prompt_lengths[kind]
         out = np.empty((len(items), self.dim), dtype=np.float32)
@@ -276,7 +269,7 @@ class Encoder:
         items = self._prepare(texts, kind)  # checks types and kind before anything is queued
         if not self.config.use_queue or len(items) > ASYNC_TEXTS:
             return await asyncio.to_thread(
-                self.encode, _check_texts(texts), kind=kind, normalize=normalize
+                self.encode, check_texts(texts), kind=kind, normalize=normalize
             )
         future = self.queue.submit_texts(
             items,

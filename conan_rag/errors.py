@@ -240,3 +240,17 @@ class DeviceOutOfMemoryError(ConanRagError, MemoryError):
         )
         self.tokens = tokens
         self.device = device
+
+
+class ServerError(ConanRagError, ConnectionError):
+    """A conan-rag server did not answer, or refused a request.
+
+    Attributes:
+        endpoint: the server's base URL.
+        status: the HTTP status (``None``: no answer at all).
+    """
+
+    def __init__(self, message: str, *, endpoint: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status

@@ -170,7 +170,8 @@ def test_every_adapter_takes_every_option_and_they_agree() -> None:
         "max_batch_size": 16,
         "normalize": False,
     }
-    assert set(options) | {"model"} == set(VOCABULARY)
+    # every local option (endpoint and api_key, a server's, have tests of their own)
+    assert set(options) | {"model", "endpoint", "api_key"} == set(VOCABULARY)
     made = [make(kind, model=MINILM, **options) for kind in KINDS]
     assert len({id(a.encoder) for a in made}) == 1
     config = made[0].encoder.config

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conan_rag.encoder import Encoder
+from conan_rag.adapters import open_encoder
 from conan_rag.errors import InputPathError
+from conan_rag.protocols import EncoderLike
 from conan_rag.rag.chunking import ChunkConfig, Chunker, ChunkMode
 from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
 from conan_rag.rag.report import IngestReport
@@ -42,7 +43,10 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def _encoder(args: argparse.Namespace, model: str | None) -> Encoder:
+def _encoder(args: argparse.Namespace, model: str | None) -> EncoderLike:
+    if args.endpoint:  # the server's model; a --model naming another one is refused
+        settings = {"model": model, "device": args.device, "dtype": args.dtype}
+        return open_encoder({**settings, "endpoint": args.endpoint})  # type: ignore[no-any-return]
     return load_encoder(model, device=args.device, dtype=args.dtype)
 
 
@@ -63,7 +67,7 @@ def _open(
         check_location(args.db, write=write)  # before loading a model or creating anything
     default = os.environ.get(MODEL_ENV) or None
     client = None
-    encoder: Encoder | None = None
+    encoder: EncoderLike | None = None
     if args.model is not None:
         encoder = _encoder(args, args.model)
     elif args.chroma_url is None and not Path(args.db).expanduser().exists():
@@ -71,7 +75,9 @@ def _open(
     else:
         client = open_client(args.db, args.chroma_url, write=False)
         recorded = recorded_config(client, _collection(args))
-        if recorded is not None:
+        if recorded is not None and args.endpoint:
+            encoder = _encoder(args, None)  # the guard compares the server's fingerprint
+        elif recorded is not None:
             encoder = load_encoder(config=recorded.replace(device=args.device, dtype=args.dtype))
         elif write:
             encoder = _encoder(args, default)

@@ -18,6 +18,7 @@ from conan_rag.rag.documents import SUFFIXES
 from conan_rag.rag.pipeline import MODEL_ENV
 from conan_rag.rag.retrieval import RetrievalOptions
 from conan_rag.rag.store import DEFAULT_COLLECTION, DEFAULT_DB, TOKEN_ENV
+from conan_rag.remote import API_KEY_ENV
 
 DESCRIPTION = (
     "Conan-embedding-v1 (or any sentence-transformers model) for retrieval-augmented "
@@ -58,6 +59,13 @@ def _common(parser: argparse.ArgumentParser, collection: str = DEFAULT_COLLECTIO
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    parser.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help=f"embed on a `conan-rag serve` server at http://HOST:PORT; key from ${API_KEY_ENV} "
+        "(default: none, load the model here)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -25,7 +25,7 @@ from conan_rag.rag.retrieval import Hit
 from conan_rag.rag.text import split_sentences
 
 if TYPE_CHECKING:
-    from conan_rag.encoder import Encoder
+    from conan_rag.protocols import EncoderLike
 
 NO_PASSAGE = "No stored passage is similar enough to the question to answer it."
 
@@ -89,7 +89,7 @@ def call_llm(llm: Any, prompt: str) -> str:
     )
 
 
-def extractive_answer(encoder: Encoder, query: str, hits: Sequence[Hit], top: int = 3) -> str:
+def extractive_answer(encoder: EncoderLike, query: str, hits: Sequence[Hit], top: int = 3) -> str:
     """No LLM: the sentence of each top passage closest to the question, cited, then sources.
 
     Passages far weaker than the best one (below half its score) are left out.

@@ -43,7 +43,7 @@ from conan_rag.rag.chunks import (
 from conan_rag.rag.text import PARAGRAPH, ends_sentence, is_cjk
 
 if TYPE_CHECKING:
-    from conan_rag.encoder import Encoder
+    from conan_rag.protocols import EncoderLike
     from conan_rag.rag.documents import DocumentLike
 
 # Bump when the cutting algorithm or the hash changes: it is part of every document hash, so
@@ -79,7 +79,7 @@ class Chunker:
             leave room for text.
     """
 
-    def __init__(self, encoder: Encoder, config: ChunkConfig | None = None) -> None:
+    def __init__(self, encoder: EncoderLike, config: ChunkConfig | None = None) -> None:
         self.config = config or ChunkConfig()
         self.limit = self.config.max_tokens or encoder.max_seq_length
         if self.limit > encoder.max_seq_length:
@@ -90,10 +90,10 @@ class Chunker:
                 value=self.limit,
             )
         # A private copy: fast tokenizers are not re-entrant and the encoder's may be busy.
-        self._tokenizer: Any = copy.deepcopy(encoder.backend.tokenizer)
+        self._tokenizer: Any = copy.deepcopy(encoder.tokenizer)
         self._lock = threading.Lock()
         self._prompt = encoder.prompts.get("document", "")
-        self._lower = bool(encoder.spec.do_lower_case)
+        self._lower = encoder.do_lower_case
         room = self.limit - self.count_tokens("")
         if self.config.mode == "tokens" and self.config.overlap_tokens >= room:
             raise ConanConfigError(

@@ -53,7 +53,7 @@ from conan_rag.rag.writer import Group, Writer
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
-    from conan_rag.encoder import Encoder
+    from conan_rag.protocols import EncoderLike
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Ingest:
     def __init__(
         self,
         collection: Collection,
-        encoder: Encoder,
+        encoder: EncoderLike,
         chunker: Chunker,
         *,
         write_batch: int = 1000,

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conan_rag.encoder import Encoder
+from conan_rag.protocols import EncoderLike
 from conan_rag.rag.answer import Answer, build_prompt, call_llm, extractive_answer
 from conan_rag.rag.chunking import ChunkConfig, Chunker
 from conan_rag.rag.documents import DocumentLike
@@ -74,7 +74,7 @@ class Pipeline:
 
     def __init__(
         self,
-        encoder: Encoder | None = None,
+        encoder: EncoderLike | None = None,
         *,
         db: str | Path | None = None,
         url: str | None = None,

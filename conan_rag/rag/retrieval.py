@@ -29,7 +29,7 @@ from conan_rag.rag.rerank import cosine_scores, mmr, order_by_score
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
-    from conan_rag.encoder import Encoder
+    from conan_rag.protocols import EncoderLike
 
 QUERY_GROUP = 64  # query vectors sent to Chroma in one call
 
@@ -159,7 +159,7 @@ def check_query(query: object) -> str:
 
 def retrieve_many(
     collection: Collection,
-    encoder: Encoder,
+    encoder: EncoderLike,
     queries: Sequence[str],
     options: RetrievalOptions,
     show_progress: bool = False,

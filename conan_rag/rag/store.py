@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-    from conan_rag.encoder import Encoder
+    from conan_rag.protocols import EncoderLike
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def open_client(
         ) from None
 
 
-def _collection_metadata(encoder: Encoder) -> dict[str, Any]:
+def _collection_metadata(encoder: EncoderLike) -> dict[str, Any]:
     config = encoder.config.replace(device="auto", dtype="auto").to_dict()
     config["model"] = encoder.model_id
     return {
@@ -217,7 +217,7 @@ def _collection_metadata(encoder: Encoder) -> dict[str, Any]:
     }
 
 
-def check_encoder(metadata: dict[str, Any] | None, encoder: Encoder, name: str) -> None:
+def check_encoder(metadata: dict[str, Any] | None, encoder: EncoderLike, name: str) -> None:
     """Raise if a collection's recorded encoder differs from ``encoder``.
 
     Raises:
@@ -266,7 +266,7 @@ def recorded_config(client: ClientAPI, name: str) -> EncoderConfig | None:
 
 
 def open_collection(
-    client: ClientAPI, name: str, encoder: Encoder | None, *, create: bool = True
+    client: ClientAPI, name: str, encoder: EncoderLike | None, *, create: bool = True
 ) -> Collection:
     """Open (or create) a cosine-space collection bound to ``encoder``.
 

@@ -26,7 +26,7 @@ from conan_rag.runtime.memory import release_free_memory
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
-    from conan_rag.encoder import Encoder
+    from conan_rag.protocols import EncoderLike
     from conan_rag.rag.progress import Progress
     from conan_rag.rag.report import IngestReport
 
@@ -78,7 +78,7 @@ class Writer:
     def __init__(
         self,
         collection: Collection,
-        encoder: Encoder,
+        encoder: EncoderLike,
         report: IngestReport,
         progress: Progress,
         write_batch: int = 1000,

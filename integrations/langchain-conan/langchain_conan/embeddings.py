@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, model_validator
 
 try:
     from conan_rag.adapters import SharedEncoderMixin, translate_options, with_positional_model
@@ -24,8 +24,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without conan-ra
     ) from exc
 
 if TYPE_CHECKING:
-    from conan_rag import Encoder
-    from conan_rag.encoder import Kind
+    from conan_rag.inputs import Kind
+    from conan_rag.protocols import EncoderLike
 
 
 class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
@@ -40,6 +40,8 @@ class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
     ``model``, and ``HuggingFaceEmbeddings``' ``model_kwargs``/``encode_kwargs``/
     ``query_encode_kwargs`` are translated where they map onto an option (device, revision,
     dtype, prompts, normalization, batch size) and refused with the equivalent otherwise.
+    With ``endpoint=`` the vectors come from a ``conan-rag serve`` server (same vectors, no model
+    in this process).
 
     Settings stay true: assigning one (``emb.query_prompt = "query: "``) or
     ``model_copy(update=...)`` rebinds the encoder; pickles and copies carry settings and
@@ -91,9 +93,15 @@ class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
     show_progress: bool = False
     """Show a progress bar while embedding documents synchronously."""
 
+    endpoint: str | None = None
+    """A ``conan-rag serve`` server (``http://HOST:PORT``) to embed on instead of this process."""
+
+    api_key: SecretStr | None = None
+    """The server's API key; default ``$CONAN_RAG_API_KEY``."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-    _encoder: Encoder = PrivateAttr()
+    _encoder: EncoderLike = PrivateAttr()
 
     def __init__(self, model: str | None = None, /, **data: Any) -> None:
         """Validate the settings, then load (or reuse) the shared encoder.
@@ -117,8 +125,8 @@ class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
         return translate_options(data) if isinstance(data, dict) else data
 
     @property
-    def encoder(self) -> Encoder:
-        """The shared :class:`conan_rag.Encoder` doing the work."""
+    def encoder(self) -> EncoderLike:
+        """The shared encoder doing the work (a server's with ``endpoint``)."""
         return self._encoder
 
     def _embed(self, texts: Sequence[str], kind: Kind) -> list[list[float]]:

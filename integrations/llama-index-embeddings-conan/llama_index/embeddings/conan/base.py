@@ -29,8 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without conan-ra
     ) from exc
 
 if TYPE_CHECKING:
-    from conan_rag import Encoder
-    from conan_rag.encoder import Kind
+    from conan_rag.inputs import Kind
+    from conan_rag.protocols import EncoderLike
 
 
 # Our option names -> this adapter's fields (BaseEmbedding owns ``model_name``).
@@ -100,12 +100,21 @@ class ConanEmbedding(SharedEncoderMixin, BaseEmbedding):
     normalize: bool = Field(
         default=True, description="L2-normalize the vectors (dot product = cosine similarity)."
     )
+    endpoint: str | None = Field(
+        default=None, description="A conan-rag server (http://HOST:PORT) to embed on instead."
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="The server's API key; default $CONAN_RAG_API_KEY.",
+        exclude=True,  # never written by to_dict()/to_json()
+        repr=False,
+    )
 
     model_config = ConfigDict(validate_assignment=True, protected_namespaces=())
 
     ENCODER_FIELDS: ClassVar[dict[str, str]] = {RENAME.get(o, o): o for o in ENCODER_OPTIONS}
 
-    _encoder: Encoder = PrivateAttr()
+    _encoder: EncoderLike = PrivateAttr()
 
     def __init__(self, model: str | None = None, /, **data: Any) -> None:
         """Validate the settings, then load (or reuse) the shared encoder.
@@ -154,8 +163,8 @@ class ConanEmbedding(SharedEncoderMixin, BaseEmbedding):
         self.document_prompt = value
 
     @property
-    def encoder(self) -> Encoder:
-        """The shared :class:`conan_rag.Encoder` doing the work."""
+    def encoder(self) -> EncoderLike:
+        """The shared encoder doing the work (a server's with ``endpoint``)."""
         return self._encoder
 
     def _embed(self, texts: list[str], kind: Kind) -> list[Embedding]:
