@@ -138,7 +138,7 @@ def test_help_shows_every_default_the_file_types_and_the_version(capsys) -> None
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"conan-rag {__version__}"
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"ingest", "query", "eval", "info", "demo"}
+    assert set(sub.choices) == {"ingest", "query", "eval", "info", "demo", "serve"}
     for name, command in sub.choices.items():
         formatter = command._get_formatter()
         options = [a for a in command._actions if a.option_strings and a.dest != "help"]

@@ -21,8 +21,23 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "conan_rag"
 MAX_LINES = 400
 # The RAG application and what sits on top of it; everything else is the encoder core.
-APP = ("conan_rag.rag", "conan_rag.cli", "conan_rag.chroma", "conan_rag.pipeline", "conan_rag.demo")
-APP_ONLY_DEPENDENCIES = ("chromadb", "pypdf", "charset_normalizer")
+APP = (
+    "conan_rag.rag",
+    "conan_rag.cli",
+    "conan_rag.chroma",
+    "conan_rag.pipeline",
+    "conan_rag.demo",
+    "conan_rag.server",
+)
+APP_ONLY_DEPENDENCIES = (
+    "chromadb",
+    "pypdf",
+    "charset_normalizer",
+    "fastapi",
+    "uvicorn",
+    "prometheus_client",
+    "starlette",
+)
 
 
 def _modules() -> dict[str, Path]:

@@ -1,12 +1,15 @@
-"""The ``conan-rag`` command: ingest, query, eval, info and demo over a Chroma collection.
+"""The ``conan-rag`` command: ingest, query, eval, info and demo over a Chroma collection; serve.
 
-Every command takes ``--db`` (embedded store folder), ``--chroma-url`` (a ``chroma run`` server;
-its token comes only from ``CONAN_RAG_CHROMA_TOKEN``), ``--model`` and ``--collection``. Without
-``--model`` a command uses the model the collection records (then ``$CONAN_RAG_MODEL``, then the
-default); a ``--model`` different from the recorded one is refused.
+Every collection command takes ``--db`` (embedded store folder), ``--chroma-url`` (a ``chroma
+run`` server; its token comes only from ``CONAN_RAG_CHROMA_TOKEN``), ``--model``,
+``--collection`` and ``--endpoint`` (embed on a ``conan-rag serve`` server; its key comes only
+from ``CONAN_RAG_API_KEY``). Without ``--model`` a command uses the model the collection records
+(then ``$CONAN_RAG_MODEL``, then the default); a ``--model`` different from the recorded one is
+refused. ``serve`` runs the shared encoder over HTTP (:mod:`conan_rag.server`).
 
-Exit status: 0 done; 1 ingest stored nothing; 2 a usage or data error (one line, naming the fix);
-130 interrupted by Ctrl-C (what was written is kept; re-running resumes).
+Exit status: 0 done (``serve``: also when stopped by SIGTERM or Ctrl-C, after answering the
+requests in flight); 1 ingest stored nothing; 2 a usage or data error (one line, naming the fix);
+130 a collection command interrupted by Ctrl-C (what was written is kept; re-running resumes).
 
 Example:
     >>> main(["query", "   "])  # prints "conan-rag query: error: The query is empty ..." on stderr

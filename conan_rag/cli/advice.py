@@ -19,6 +19,7 @@ from conan_rag.errors import (
     StoreError,
 )
 from conan_rag.model.files import BUNDLED_MINILM
+from conan_rag.server.errors import ServerBindError
 
 FLAGS = {
     "k": "--k",
@@ -31,6 +32,10 @@ FLAGS = {
     "dtype": "--dtype",
     "url": "--chroma-url",
     "query": "TEXT",
+    "host": "--host",
+    "port": "--port",
+    "max_inputs": "--max-inputs",
+    "max_queued_tokens": "--max-queued-tokens",
 }
 
 
@@ -57,6 +62,8 @@ def advise(error: BaseException) -> str:
     if isinstance(error, StoreError):
         flag = "--chroma-url" if "://" in error.location else "--db"
         return f"{flag} {error.location}: {message}"
+    if isinstance(error, ServerBindError):
+        return f"--host {error.host} --port {error.port}: {message}"
     if isinstance(error, ConanConfigError) and error.setting in FLAGS:
         return f"{FLAGS[error.setting]}: {message}"
     return message

@@ -1,4 +1,4 @@
-"""The ``conan-rag`` commands: ingest, query, eval, info and demo.
+"""The ``conan-rag`` commands: ingest, query, eval, info, demo and serve.
 
 Each command checks what it cheaply can first (paths, options, the store folder), then loads the
 model, then opens the store, so a failure leaves nothing behind. Library errors are turned into
@@ -24,12 +24,15 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from conan_rag.adapters import open_encoder
+from conan_rag.encoder import Encoder
 from conan_rag.errors import InputPathError
+from conan_rag.model.files import DEFAULT_MODEL
 from conan_rag.protocols import EncoderLike
 from conan_rag.rag.chunking import ChunkConfig, Chunker, ChunkMode
 from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
@@ -37,6 +40,7 @@ from conan_rag.rag.report import IngestReport
 from conan_rag.rag.retrieval import RetrievalOptions, check_query
 from conan_rag.rag.store import DEFAULT_COLLECTION, check_location, open_client, recorded_config
 from conan_rag.registry import load_encoder
+from conan_rag.remote import API_KEY_ENV
 
 
 def _print_json(data: Any) -> None:
@@ -245,10 +249,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``conan-rag serve``: one line when ready, one when stopped (SIGTERM, Ctrl-C: exit 0)."""
+    from conan_rag.server import ServerSettings, serve  # needs the serve extra
+
+    settings = ServerSettings(
+        model=args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL,
+        revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_inputs=args.max_inputs,
+        max_queued_tokens=args.max_queued_tokens,
+        strict_model=args.strict_model,
+        log_level=args.log_level,
+    )
+    if not settings.loopback and not settings.api_key:
+        print(
+            f"conan-rag serve: warning: listening on {settings.host} without an API key: anyone "
+            f"who can reach this port can use the model. Pass --api-key or set ${API_KEY_ENV}.",
+            file=sys.stderr,
+        )
+
+    def ready(encoder: Encoder, url: str) -> None:
+        print(
+            f"conan-rag serve: {encoder.model_id} (dim {encoder.dim}, {encoder.dtype}, "
+            f"{encoder.device}) on {url}",
+            flush=True,
+        )
+
+    stopped = serve(settings, on_ready=ready)
+    how = f"on {stopped}" if stopped else "(the server exited)"
+    print(f"conan-rag serve: stopped {how}; the requests in flight were answered.", flush=True)
+    return 0
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "query": cmd_query,
     "eval": cmd_eval,
     "info": cmd_info,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }

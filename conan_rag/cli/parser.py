@@ -12,6 +12,7 @@ import argparse
 import textwrap
 
 from conan_rag import __version__
+from conan_rag.config import DEFAULT_TOKEN_BUDGETS
 from conan_rag.model.files import BUNDLED_MINILM, DEFAULT_MODEL
 from conan_rag.rag.chunking import DEFAULT_OVERLAP
 from conan_rag.rag.documents import SUFFIXES
@@ -19,13 +20,22 @@ from conan_rag.rag.pipeline import MODEL_ENV
 from conan_rag.rag.retrieval import RetrievalOptions
 from conan_rag.rag.store import DEFAULT_COLLECTION, DEFAULT_DB, TOKEN_ENV
 from conan_rag.remote import API_KEY_ENV
+from conan_rag.server.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_INPUTS,
+    DEFAULT_PORT,
+    LOG_LEVELS,
+    QUEUED_BUDGETS,
+)
 
 DESCRIPTION = (
     "Conan-embedding-v1 (or any sentence-transformers model) for retrieval-augmented "
     "generation: ingest documents into a Chroma collection, query it by exact cosine "
-    "similarity, evaluate retrieval."
+    "similarity, evaluate retrieval; or serve the model over HTTP."
 )
 _DEFAULTS = RetrievalOptions()
+_CPU_QUEUE = QUEUED_BUDGETS * DEFAULT_TOKEN_BUDGETS["cpu"]
+_GPU_QUEUE = QUEUED_BUDGETS * DEFAULT_TOKEN_BUDGETS["cuda"]
 _MODEL_DEFAULT = (
     f"default: the model the collection records, else ${MODEL_ENV}, else {DEFAULT_MODEL}; "
     f"offline try {BUNDLED_MINILM}"
@@ -179,4 +189,67 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"model folder or hub id (default: ${MODEL_ENV}, else {BUNDLED_MINILM})",
     )
+    _serve(sub)
     return parser
+
+
+def _serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = _sub(
+        sub,
+        "serve",
+        "serve the model over HTTP (OpenAI /v1/embeddings, TEI /embed, Prometheus /metrics)",
+        "Every client's requests share the model's batches. Without --api-key (or "
+        f"${API_KEY_ENV}) anyone who can reach the port can use it: bind other hosts than "
+        "127.0.0.1 only with a key, and put TLS in front (a reverse proxy). Ctrl-C or SIGTERM "
+        "finishes the requests in flight, then exits 0. Needs `pip install 'conan-rag[serve]'`.",
+    )
+    serve.add_argument(
+        "--model",
+        default=None,
+        help=f"model folder or hub id (default: ${MODEL_ENV}, else {DEFAULT_MODEL}; offline try "
+        f"{BUNDLED_MINILM})",
+    )
+    serve.add_argument(
+        "--revision", default=None, help="hub revision (default: the cached default branch)"
+    )
+    serve.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (0.0.0.0: every interface; then use --api-key)",
+    )
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0: any free)")
+    serve.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help=f"key clients send as `Authorization: Bearer KEY` (default: ${API_KEY_ENV}, else "
+        "none; prefer the variable: arguments are visible to other users)",
+    )
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    serve.add_argument(
+        "--max-inputs",
+        type=int,
+        default=DEFAULT_MAX_INPUTS,
+        metavar="N",
+        help="most texts per request (more: 413)",
+    )
+    serve.add_argument(
+        "--max-queued-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most tokens waiting for the model (more: 429 with Retry-After) (default: "
+        f"{QUEUED_BUDGETS}x the encoder's token budget: {_CPU_QUEUE} on cpu, {_GPU_QUEUE} on cuda)",
+    )
+    serve.add_argument(
+        "--strict-model",
+        action="store_true",
+        help="answer 404 to requests naming another model (else serve them and log it)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="warning",
+        choices=LOG_LEVELS,
+        help="server log level; info logs every request",
+    )

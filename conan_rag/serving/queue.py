@@ -97,6 +97,8 @@ class BatchQueue(ForkAware):
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.batches_run = 0  # for tests and diagnostics
+        # Called by the worker with (rows, padded tokens) of every forward pass (metrics).
+        self.batch_observers: list[Callable[[int, int], None]] = []
         _QUEUES.add(self)
 
     # -- callers ------------------------------------------------------------------------------
@@ -351,6 +353,8 @@ class BatchQueue(ForkAware):
 
     def _forward(self, ids: list[list[int]], prompt_length: int) -> torch.Tensor:
         self.batches_run += 1
+        for observe in list(self.batch_observers):
+            observe(len(ids), len(ids) * max(len(x) for x in ids))
         return self.runner.embed(ids, prompt_length)
 
     def _retry_by_request(

@@ -1,0 +1,158 @@
+"""``serve``: bind, load the model, run the app with uvicorn until SIGINT or SIGTERM, drain, return.
+
+The order fails fast and cheap first: the address is bound before the model loads (a taken port
+is reported at once), and the model loads before the first connection is accepted. On SIGTERM
+or Ctrl-C uvicorn stops accepting connections, lets requests in flight finish (at most
+``drain_s`` seconds) and runs the app's shutdown; :func:`serve` then returns the signal's name,
+so the caller exits 0. (uvicorn re-raises a caught signal after draining, which would end the
+process by SIGTERM's default action or a ``KeyboardInterrupt``; :func:`serve` takes it instead.)
+
+Example (blocks until stopped)::
+
+    serve(ServerSettings(model="sentence-transformers/all-MiniLM-L6-v2", port=0),
+          on_ready=lambda encoder, url: print("ready on", url))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+from conan_rag.server.settings import ServerSettings, missing_extra
+
+try:
+    import uvicorn
+except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
+    raise ImportError(missing_extra(exc)) from exc
+
+from conan_rag.encoder import Encoder
+from conan_rag.server.app import create_app
+from conan_rag.server.errors import ServerBindError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ReadyCallback = Callable[[Encoder, str], None]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not yet listening), as uvicorn would bind it.
+
+    Raises:
+        ServerBindError: the port is taken, or the address is not one of this machine's.
+
+    Example:
+        >>> sock = bind("127.0.0.1", 0)
+        >>> sock.getsockname()[1] > 0
+        True
+        >>> sock.close()
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ServerBindError(host, port, exc.strerror or str(exc)) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServerBindError(host, port, exc.strerror or str(exc)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a bound socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling back once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self._on_started()
+
+
+@contextlib.contextmanager
+def _taking_signals(received: list[str]) -> Iterator[None]:
+    """Record SIGINT/SIGTERM (raised again by uvicorn after draining) instead of dying of them."""
+
+    def remember(signum: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, remember) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _configure_logging(level: str) -> None:
+    log = logging.getLogger("conan_rag")
+    log.setLevel(level.upper())
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
+        log.addHandler(handler)
+
+
+def serve(
+    settings: ServerSettings,
+    *,
+    encoder: Encoder | None = None,
+    on_ready: ReadyCallback | None = None,
+) -> str | None:
+    """Run the server in this thread until SIGINT or SIGTERM (requests in flight are answered).
+
+    Args:
+        settings: model, address, key and limits.
+        encoder: an encoder already loaded to serve (default: load ``settings.model``).
+        on_ready: called with the encoder and the server's URL once it accepts connections
+            (with ``port=0``, the URL has the port the system picked).
+
+    Returns:
+        The name of the signal that stopped the server (``"SIGTERM"``, ``"SIGINT"``), or None.
+
+    Raises:
+        ServerBindError: the address cannot be bound.
+        ConanModelError: the model cannot be loaded (``ModelNotFoundError``: not found).
+        ConanConfigError: a bad device or dtype.
+    """
+    from conan_rag.registry import load_encoder
+
+    sock = bind(settings.host, settings.port)
+    _configure_logging(settings.log_level)
+    try:
+        if encoder is None:
+            encoder = load_encoder(config=settings.encoder_config())
+        _ = encoder.fingerprint  # hashed before serving, not on the first /info
+        url = url_of(sock)
+        loaded: Encoder = encoder
+        config = uvicorn.Config(
+            create_app(settings, loaded),
+            log_level=settings.log_level,
+            access_log=settings.log_level in ("info", "debug"),
+            timeout_graceful_shutdown=math.ceil(settings.drain_s),
+            lifespan="on",
+        )
+        ready: Callable[[], Any] = (lambda: on_ready(loaded, url)) if on_ready else (lambda: None)
+        server = _Server(config, ready)
+        received: list[str] = []
+        with _taking_signals(received):
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return received[0] if received else None

@@ -1,0 +1,169 @@
+"""EmbeddingService: the shared encoder as the endpoints use it (count tokens, embed, describe).
+
+The service counts tokens with its own copy of the model's fast tokenizer (the encoder's is not
+re-entrant and belongs to the batching queue's worker): a few microseconds for a short text,
+done on the event loop; large requests are counted in a worker thread. Embedding goes through
+:meth:`~conan_rag.encoder.Encoder.aencode`, so every client's requests share the queue's batches
+and the event loop never waits for the model.
+
+Example:
+    >>> import asyncio
+    >>> from conan_rag import load_encoder
+    >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    >>> service = EmbeddingService(enc)
+    >>> service.count(["Hello World!"], "document")
+    [5]
+    >>> asyncio.run(service.embed(["Hello World!"], "document", dimensions=8)).shape
+    (1, 8)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+import conan_rag
+from conan_rag.encoder import Encoder
+from conan_rag.inputs import Kind
+from conan_rag.registry import load_encoder
+from conan_rag.server.errors import ApiError
+
+INLINE_CHARS = 16384  # requests up to this many characters are tokenized on the event loop
+
+
+class EmbeddingService:
+    """The loaded encoder, its token counter and its descriptions.
+
+    Args:
+        encoder: the shared encoder (from :func:`conan_rag.load_encoder`).
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.model_id = encoder.model_id
+        self.dim = encoder.dim
+        self.max_seq_length = encoder.max_seq_length
+        self.do_lower_case = bool(encoder.spec.do_lower_case)
+        fast: Any = encoder.backend.tokenizer  # transformers' fast tokenizer
+        counter = Tokenizer.from_str(fast.backend_tokenizer.to_str())
+        counter.no_truncation()  # lengths before truncation: over-long texts are detected
+        counter.no_padding()
+        self._counter = counter
+        self.tokenizer_json = counter.to_str()
+
+    # -- tokens -------------------------------------------------------------------------------
+    def prepare(self, texts: list[str], kind: Kind) -> list[str]:
+        """The strings the model's tokenizer sees: prompt prepended, lower-cased if asked."""
+        prompt = self.encoder.prompts[kind]
+        items = [prompt + t for t in texts] if prompt else texts
+        return [t.lower() for t in items] if self.do_lower_case else items
+
+    def count(self, texts: list[str], kind: Kind) -> list[int]:
+        """Tokens of each text before truncation (prompt and special tokens included)."""
+        encodings = self._counter.encode_batch_fast(self.prepare(texts, kind))
+        return [len(e.ids) for e in encodings]
+
+    async def acount(self, texts: list[str], kind: Kind) -> list[int]:
+        """:meth:`count`, on the event loop for small requests, else in a worker thread."""
+        if len(texts) <= 256 and sum(len(t) for t in texts) <= INLINE_CHARS:
+            return self.count(texts, kind)
+        return await asyncio.to_thread(self.count, texts, kind)
+
+    def truncated(self, lengths: list[int]) -> int:
+        """Tokens the model runs for texts of these lengths (each cut at max_seq_length)."""
+        limit = self.max_seq_length
+        return sum(min(n, limit) for n in lengths)
+
+    def check_length(self, lengths: list[int], field: str) -> None:
+        """Refuse (413) texts over max_seq_length, for requests that forbid truncation."""
+        for index, n in enumerate(lengths):
+            if n > self.max_seq_length:
+                raise ApiError(
+                    413,
+                    f"{field}[{index}] has {n} tokens (prompt and special tokens included); "
+                    f"the model takes at most {self.max_seq_length}. Shorten it, or send "
+                    "truncate=true to embed its first tokens.",
+                    param=field,
+                    code="input_too_long",
+                )
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        """Refuse (400) a ``dimensions`` larger than the model's, or below 1."""
+        if dimensions is not None and not 1 <= dimensions <= self.dim:
+            raise ApiError(
+                400,
+                f"dimensions {dimensions} is outside 1..{self.dim} (the model's dimension); "
+                "pass a value in that range, or omit it for all.",
+                param="dimensions",
+            )
+
+    # -- vectors ------------------------------------------------------------------------------
+    async def embed(
+        self, texts: list[str], kind: Kind, *, dimensions: int | None = None, normalize: bool = True
+    ) -> np.ndarray:
+        """Vectors of ``texts``: the first ``dimensions`` (all: None), L2-normalized if asked.
+
+        ``normalize=False`` gives what ``Encoder.encode(texts, normalize=False)`` gives (its first
+        ``dimensions``); ``True`` equals an encoder loaded with ``truncate_dim=dimensions``.
+        """
+        whole = dimensions is None or dimensions >= self.dim
+        vectors = await self.encoder.aencode(texts, kind=kind, normalize=normalize and whole)
+        if not whole:
+            vectors = vectors[:, :dimensions]
+            if normalize:
+                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                vectors = vectors / np.maximum(norms, 1e-12)
+        if not np.isfinite(vectors).all():
+            raise ApiError(
+                500, "The model produced non-finite values (overflow in half precision?)."
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    # -- descriptions -------------------------------------------------------------------------
+    def fingerprint(self, dimensions: int | None = None) -> str:
+        """The fingerprint of the vectors served with ``dimensions`` (all: None).
+
+        Equal to that of a local encoder loaded with ``truncate_dim=dimensions``, so a
+        collection filled through the server and one filled locally guard each other.
+        """
+        self.check_dimensions(dimensions)
+        if dimensions is None or dimensions == self.dim:
+            return self.encoder.fingerprint
+        view = load_encoder(config=self.encoder.config.replace(truncate_dim=dimensions))
+        return view.fingerprint  # a view of the same weights: nothing is loaded again
+
+    def info(
+        self, max_inputs: int, max_queued_tokens: int, dimensions: int | None = None
+    ) -> dict[str, Any]:
+        """``GET /info``: what the client needs to use and trust the vectors.
+
+        ``dimensions`` asks for the fingerprint of vectors truncated to that many dimensions.
+        """
+        enc = self.encoder
+        return {
+            "model_id": self.model_id,
+            "fingerprint": self.fingerprint(dimensions),
+            "dim": self.dim,
+            "max_seq_length": self.max_seq_length,
+            "dtype": enc.dtype,
+            "device": enc.device,
+            "prompts": dict(enc.prompts),
+            "do_lower_case": self.do_lower_case,
+            "max_inputs": max_inputs,
+            "max_queued_tokens": max_queued_tokens,
+            "version": conan_rag.__version__,
+        }
+
+    def tokenizer_body(self) -> bytes:
+        """``GET /tokenizer``: the tokenizer (untruncated, unpadded) and how texts are prepared."""
+        body = {
+            "tokenizer_json": self.tokenizer_json,
+            "do_lower_case": self.do_lower_case,
+            "max_seq_length": self.max_seq_length,
+            "prompts": dict(self.encoder.prompts),
+        }
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")

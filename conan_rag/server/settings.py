@@ -1,0 +1,165 @@
+"""ServerSettings: everything ``conan-rag serve`` runs with, as data (no web framework imported).
+
+Example:
+    >>> s = ServerSettings(model="sentence-transformers/all-MiniLM-L6-v2", api_key="s3cret")
+    >>> ServerSettings.from_dict(s.to_dict()) == s, s.loopback
+    (True, True)
+    >>> "s3cret" in repr(s)  # the key is never shown
+    False
+    >>> s.queued_token_limit(8192)  # no max_queued_tokens given: 16 token budgets
+    131072
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from conan_rag.config import EncoderConfig
+from conan_rag.errors import ConanConfigError
+from conan_rag.model.files import DEFAULT_MODEL
+from conan_rag.remote import API_KEY_ENV
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_INPUTS = 2048  # OpenAI's own cap on texts per request
+# Without max_queued_tokens: this many of the encoder's token budgets may wait (admitted, not yet
+# answered). The queue runs at most 4 budgets per cycle, so a full queue is about 4 cycles of
+# work: seconds on a CPU (8192-token budget: 131072 tokens) or a GPU (65536: ~1M tokens).
+QUEUED_BUDGETS = 16
+DEFAULT_DRAIN_S = 30.0  # SIGTERM: the longest to wait for requests in flight (Kubernetes: 30 s)
+LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug")
+
+
+def _env_api_key() -> str | None:
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def missing_extra(exc: ImportError) -> str:
+    """The message for a server dependency that is not installed.
+
+    Example:
+        >>> missing_extra(ImportError("No module named 'uvicorn'"))  # doctest: +ELLIPSIS
+        "`conan-rag serve` needs FastAPI, uvicorn and prometheus_client (No module ...
+    """
+    return (
+        f"`conan-rag serve` needs FastAPI, uvicorn and prometheus_client ({exc}); install them "
+        "with `pip install 'conan-rag[serve]'`."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine.
+
+    Example:
+        >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+        (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to a public address
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Settings of one server process.
+
+    Attributes:
+        model: model folder or hub id (from the local cache); default Conan-embedding-v1.
+        revision: hub revision to resolve in the local cache.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        dtype: ``"auto"``, ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        host: address to listen on; the default accepts local connections only.
+        port: TCP port; ``0`` lets the system pick a free one.
+        api_key: the key clients must send as ``Authorization: Bearer <key>`` (all endpoints
+            but ``/health`` and ``/metrics``); default ``$CONAN_RAG_API_KEY``; ``None``: open.
+            Never shown by ``repr``.
+        max_inputs: the most texts in one request (more: 413).
+        max_queued_tokens: the most tokens admitted and not yet answered (more: 429 with
+            ``Retry-After``); ``None``: :data:`QUEUED_BUDGETS` times the encoder's token budget.
+            A request arriving at an empty queue is always admitted, however large.
+        strict_model: answer 404 to a request naming another model (default: serve it, log it).
+        log_level: uvicorn's and conan-rag's log level (``"info"`` logs every request).
+        drain_s: on SIGTERM, the longest to wait for requests in flight before exiting.
+    """
+
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_key: str | None = field(default_factory=_env_api_key, repr=False)
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    max_queued_tokens: int | None = None
+    strict_model: bool = False
+    log_level: str = "warning"
+    drain_s: float = DEFAULT_DRAIN_S
+
+    def __post_init__(self) -> None:
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConanConfigError(
+                f"port must be an integer in [0, 65535] (0: any free port), not {port!r}.",
+                setting="port",
+                value=port,
+            )
+        for name in ("max_inputs", "max_queued_tokens"):
+            value = getattr(self, name)
+            if value is None and name == "max_queued_tokens":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConanConfigError(
+                    f"{name} must be a positive integer, not {value!r}.", setting=name, value=value
+                )
+        if self.log_level not in LOG_LEVELS:
+            raise ConanConfigError(
+                f"log_level must be one of {list(LOG_LEVELS)}, not {self.log_level!r}.",
+                setting="log_level",
+                value=self.log_level,
+                choices=LOG_LEVELS,
+            )
+        if not isinstance(self.drain_s, (int, float)) or self.drain_s < 0:
+            raise ConanConfigError(
+                f"drain_s must be a number of seconds >= 0, not {self.drain_s!r}.",
+                setting="drain_s",
+                value=self.drain_s,
+            )
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server listens for local connections only."""
+        return is_loopback(self.host)
+
+    def encoder_config(self) -> EncoderConfig:
+        """The encoder these settings load."""
+        return EncoderConfig(
+            model=self.model, revision=self.revision, device=self.device, dtype=self.dtype
+        )
+
+    def queued_token_limit(self, token_budget: int) -> int:
+        """``max_queued_tokens``, or its default for an encoder with this token budget."""
+        return self.max_queued_tokens or QUEUED_BUDGETS * token_budget
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field (``api_key`` included: do not log it)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerSettings:
+        """Build from :meth:`to_dict` output; unknown keys are an error listing the valid ones."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ConanConfigError(
+                f"Unknown server setting(s) {unknown}; valid settings are {sorted(valid)}.",
+                setting=unknown[0],
+                choices=sorted(valid),
+            )
+        return cls(**data)
