@@ -25,6 +25,7 @@ def test_benchmarks_run_with_smoke_sizes() -> None:
             "concurrency": ["--smoke", "--device", "cpu"],
             "gpu_throughput": ["--smoke", "--device", "cpu", "--dtype", "float32", "bfloat16"],
             "ingest_memory": ["--smoke"],
+            "hybrid_retrieval": ["--smoke"],
         }
         for name, args in runs.items():
             sys.argv = [name, *args]
@@ -44,6 +45,10 @@ def test_benchmarks_run_with_smoke_sizes() -> None:
     out = proc.stdout
     assert "=== concurrency done" in out and "=== gpu_throughput done" in out
     assert "=== ingest_memory done" in out and "peak RSS" in out
+    assert "=== hybrid_retrieval done" in out and "hybrid/dense" in out
+    zh = out.split("stsb-zh-retrieval:")[1].splitlines()
+    ndcg = {line.split()[0]: float(line.split()[2]) for line in zh[1:4]}
+    assert ndcg["lexical"] > ndcg["dense"] and ndcg["hybrid"] > ndcg["dense"]  # English model
     assert "queue/lock throughput:" in out and "one batch" in out
     assert "queue vs lock min cosine: 1.000000" in out
     assert "forward=varlen" in out

@@ -130,14 +130,26 @@ def cmd_query(args: argparse.Namespace) -> int:
     """``conan-rag query TEXT [--k --fetch-k --threshold --mmr --answer --json]``."""
     check_query(args.text)
     options = RetrievalOptions(
-        k=args.k, fetch_k=args.fetch_k, threshold=args.threshold, mmr=args.mmr
+        k=args.k,
+        fetch_k=args.fetch_k,
+        threshold=args.threshold,
+        mmr=args.mmr,
+        retrieval=args.retrieval,
     )
     pipe = _open(args, write=False)
     answer = pipe.answer(args.text, options=options) if args.answer else None
     hits = answer.hits if answer is not None else pipe.retrieve(args.text, options)
     if args.json:
         rows = [
-            {"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits
+            {
+                "id": h.id,
+                "score": h.score,
+                "lexical_score": h.lexical_score,
+                "fused_score": h.fused_score,
+                "text": h.text,
+                "metadata": h.metadata,
+            }
+            for h in hits
         ]
         extra = {} if answer is None else {"answer": answer.text}
         _print_json({"query": args.text, "hits": rows, **extra})
@@ -148,7 +160,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     for n, hit in enumerate(hits, 1):
         meta = hit.metadata
         where = meta.get("title") or meta.get("doc_id")
-        print(f"[{n}] cosine {hit.score:.4f}  {where}  (chunk {meta.get('chunk_index')})")
+        bm25 = "" if hit.lexical_score is None else f"  bm25 {hit.lexical_score:.2f}"
+        print(f"[{n}] cosine {hit.score:.4f}{bm25}  {where}  (chunk {meta.get('chunk_index')})")
         print("    " + " ".join(hit.text.split())[:300])
     if answer is not None:
         print("\n" + answer.text)
@@ -189,13 +202,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = pipe.sync(evaluation.beir_documents(data), show_progress=progress)
     ingest_s = time.perf_counter() - start
     start = time.perf_counter()
-    run = evaluation.beir_run(pipe, data, show_progress=progress)
+    run = evaluation.beir_run(pipe, data, show_progress=progress, retrieval=args.retrieval)
     metrics = evaluation.evaluate(data.qrels, run)
     result: dict[str, Any] = {
         "dataset": data.name,
         "split": args.split,
         "model": encoder.model_id,
         "mode": mode,
+        "retrieval": args.retrieval,
         "documents": len(data.corpus),
         "queries": len(data.queries),
         "chunks": pipe.collection.count(),
@@ -222,7 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _print_eval(result: dict[str, Any], split: str) -> None:
     print(
-        f"{result['dataset']}/{split} {result['mode']}: {result['documents']} docs "
+        f"{result['dataset']}/{split} {result['mode']}, {result['retrieval']} retrieval: "
+        f"{result['documents']} docs "
         f"({result['chunks']} chunks), {result['queries']} queries, model {result['model']}"
     )
     for key, value in result["metrics"].items():

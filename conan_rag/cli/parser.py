@@ -17,7 +17,7 @@ from conan_rag.model.files import BUNDLED_MINILM, DEFAULT_MODEL
 from conan_rag.rag.chunking import DEFAULT_OVERLAP
 from conan_rag.rag.documents import SUFFIXES
 from conan_rag.rag.pipeline import MODEL_ENV
-from conan_rag.rag.retrieval import RetrievalOptions
+from conan_rag.rag.retrieval import RETRIEVAL_MODES, RetrievalOptions
 from conan_rag.rag.store import DEFAULT_COLLECTION, DEFAULT_DB, TOKEN_ENV
 from conan_rag.remote import API_KEY_ENV
 from conan_rag.server.settings import (
@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="minimum cosine similarity in [-1, 1] (default: none)",
     )
+    query.add_argument(
+        "--retrieval",
+        choices=RETRIEVAL_MODES,
+        default=_DEFAULTS.retrieval,
+        help="dense (vectors), lexical (BM25) or hybrid (both, reciprocal-rank fused)",
+    )
     query.add_argument("--mmr", action="store_true", help="diversify the passages (MMR)")
     query.add_argument("--answer", action="store_true", help="print an extractive answer too")
     _common(query)
@@ -165,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--limit-queries", type=int, default=None, metavar="N", help="queries (default: all)"
+    )
+    ev.add_argument(
+        "--retrieval",
+        choices=RETRIEVAL_MODES,
+        default=_DEFAULTS.retrieval,
+        help="dense (vectors), lexical (BM25) or hybrid (both, reciprocal-rank fused)",
     )
     ev.add_argument(
         "--thresholds",

@@ -248,18 +248,27 @@ def beir_documents(data: BeirData) -> list[Document]:
 
 
 def beir_run(
-    pipeline: Pipeline, data: BeirData, depth: int = 100, show_progress: bool = False
+    pipeline: Pipeline,
+    data: BeirData,
+    depth: int = 100,
+    show_progress: bool = False,
+    retrieval: str = "dense",
 ) -> Run:
     """Retrieve every query through ``pipeline`` and rank documents by their best chunk.
 
     Fetches ``3 * depth`` chunks per query (exactly re-scored), enough for ``depth`` documents
-    when documents have a few chunks each.
+    when documents have a few chunks each. Dense runs rank by cosine; lexical and hybrid runs
+    by their fused (reciprocal-rank) score, which orders them.
     """
     qids = list(data.queries)
-    options = RetrievalOptions(k=3 * depth, fetch_k=3 * depth)
+    options = RetrievalOptions(k=3 * depth, fetch_k=3 * depth, retrieval=retrieval)
     results = pipeline.retrieve_many(
         [data.queries[q] for q in qids], options, show_progress=show_progress
     )
     pairs = zip(qids, results, strict=True)
-    hits = ((q, str(h.metadata["doc_id"]), h.score) for q, res in pairs for h in res)
+    hits = (
+        (q, str(h.metadata["doc_id"]), h.score if h.fused_score is None else h.fused_score)
+        for q, res in pairs
+        for h in res
+    )
     return run_from_hits(hits, depth)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from conan_rag.protocols import EncoderLike
 from conan_rag.rag.answer import Answer, build_prompt, call_llm, extractive_answer
+from conan_rag.rag.bm25 import LexicalIndex, bump_generation, index_path
 from conan_rag.rag.chunking import ChunkConfig, Chunker
 from conan_rag.rag.documents import DocumentLike
 from conan_rag.rag.ingest import Ingest
@@ -107,6 +108,22 @@ class Pipeline:
         self.chunking = chunking or ChunkConfig()
         self._chunker: Chunker | None = None
         self.upsert_batch = batch_size(self.client, upsert_batch)
+        if client is not None and db is None and url is None:  # a client we did not open
+            self.lexical_path = index_path(str(self.collection.id), url="local://clients")
+        else:
+            self.lexical_path = index_path(collection, db=db, url=url)
+        self._lexical: LexicalIndex | None = None
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """The collection's BM25 index (opened on first use; synced when the collection changed).
+
+        It lives beside an embedded store, or in the user's cache for a server or a client
+        passed in (:func:`~conan_rag.rag.bm25.index_path`).
+        """
+        if self._lexical is None:
+            self._lexical = LexicalIndex(self.lexical_path)
+        return self._lexical
 
     @property
     def chunker(self) -> Chunker:
@@ -160,7 +177,12 @@ class Pipeline:
             write_batch=self.upsert_batch,
             progress=Progress(on_progress, show_progress),
         )
-        return run.run(inputs, prune=prune)
+        bump_generation(self.collection)  # any lexical index is stale until synced again
+        report = run.run(inputs, prune=prune)
+        if self.lexical_path.exists():  # keep an index in use in step (killed runs: next search)
+            self.collection = self.client.get_collection(self.name, embedding_function=None)
+            self.lexical.sync(self.collection)
+        return report
 
     def sync(
         self,
@@ -197,7 +219,14 @@ class Pipeline:
     ) -> list[list[Hit]]:
         """:meth:`retrieve` for many queries (embedded together, searched in groups)."""
         options = options or RetrievalOptions()
-        return retrieve_many(self.collection, self.encoder, queries, options, show_progress)
+        lexical = None
+        if options.retrieval != "dense":
+            # re-read the collection's metadata: another process may have ingested meanwhile
+            self.collection = self.client.get_collection(self.name, embedding_function=None)
+            lexical = self.lexical
+        return retrieve_many(
+            self.collection, self.encoder, queries, options, show_progress, lexical=lexical
+        )
 
     # -- answering ------------------------------------------------------------------------------
     def answer(

@@ -26,10 +26,13 @@ import numpy as np
 from conan_rag.errors import ConanConfigError, ConanInputError
 from conan_rag.rag.rerank import cosine_scores, mmr, order_by_score
 
+RETRIEVAL_MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
     from conan_rag.protocols import EncoderLike
+    from conan_rag.rag.bm25 import LexicalIndex
 
 QUERY_GROUP = 64  # query vectors sent to Chroma in one call
 
@@ -56,6 +59,11 @@ class RetrievalOptions:
             threshold (each hit keeps its cosine similarity to the query as its score).
         lambda_mult: MMR's relevance/diversity trade-off in [0, 1] (1 = relevance only).
         where: a Chroma metadata filter, e.g. ``{"source": "/docs/a.md"}``.
+        retrieval: ``"dense"`` (vectors), ``"lexical"`` (BM25) or ``"hybrid"`` (both, fused by
+            weighted reciprocal rank; :mod:`conan_rag.rag.fusion`). Every mode reports true
+            cosines, so ``threshold`` means the same in all three.
+        rrf_k: the reciprocal-rank constant (a hit at rank r earns weight / (rrf_k + r)).
+        weights: (dense, lexical) weights of the fusion.
     """
 
     k: int = 5
@@ -65,9 +73,34 @@ class RetrievalOptions:
     mmr: bool = False
     lambda_mult: float = 0.5
     where: dict[str, Any] | None = None
+    retrieval: str = "dense"
+    rrf_k: int = 60
+    weights: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         _positive_int("k", self.k)
+        _positive_int("rrf_k", self.rrf_k)
+        if self.retrieval not in RETRIEVAL_MODES:
+            raise ConanConfigError(
+                f"retrieval must be one of {list(RETRIEVAL_MODES)}, not {self.retrieval!r}.",
+                setting="retrieval",
+                value=self.retrieval,
+                choices=RETRIEVAL_MODES,
+            )
+        w = self.weights
+        if (
+            not isinstance(w, (tuple, list))
+            or len(w) != 2
+            or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in w
+            )
+            or sum(w) <= 0
+        ):
+            raise ConanConfigError(
+                f"weights are two non-negative numbers (dense, lexical), not both 0: {w!r}.",
+                setting="weights",
+                value=w,
+            )
         if self.fetch_k is not None:
             _positive_int("fetch_k", self.fetch_k)
             if self.fetch_k < self.k:
@@ -131,12 +164,16 @@ class Hit:
         score: the TRUE cosine similarity in [-1, 1] between the query and the chunk vectors
             (with ``rerank=False``, ``1 - cosine distance`` as Chroma reports it, equal up to
             float32 rounding).
+        lexical_score: its BM25 score (lexical and hybrid modes; ``None`` if BM25 missed it).
+        fused_score: its reciprocal-rank fusion score (lexical and hybrid modes).
     """
 
     id: str
     text: str
     metadata: dict[str, Any]
     score: float
+    lexical_score: float | None = None
+    fused_score: float | None = None
 
 
 def check_query(query: object) -> str:
@@ -163,11 +200,22 @@ def retrieve_many(
     queries: Sequence[str],
     options: RetrievalOptions,
     show_progress: bool = False,
+    lexical: LexicalIndex | None = None,
 ) -> list[list[Hit]]:
     """The best chunks for each query (embedded together, searched in groups).
 
+    Args:
+        collection: the chunks.
+        encoder: embeds the queries.
+        queries: the questions.
+        options: how to search.
+        show_progress: a bar while embedding the queries.
+        lexical: the collection's lexical index (required by the lexical and hybrid modes; it
+            is synced first when the collection changed).
+
     Raises:
         ConanInputError: a query is empty or only whitespace.
+        ConanConfigError: a lexical or hybrid search without a lexical index.
     """
     queries = [check_query(q) for q in queries]
     if not queries:
@@ -176,6 +224,21 @@ def retrieve_many(
     if count == 0:
         return [[] for _ in queries]
     vectors = encoder.encode(queries, kind="query", show_progress=show_progress)
+    if options.retrieval != "dense":
+        if lexical is None:
+            raise ConanConfigError(
+                f"retrieval={options.retrieval!r} needs the collection's lexical index; search "
+                "through Pipeline.retrieve, or pass lexical=LexicalIndex(...).",
+                setting="retrieval",
+                value=options.retrieval,
+            )
+        from conan_rag.rag.fusion import search_mixed
+
+        lexical.ensure(collection)
+        return [
+            search_mixed(collection, lexical, text, vector, options, count)
+            for text, vector in zip(queries, vectors, strict=True)
+        ]
     include: list[Any] = ["documents", "metadatas", "distances"]
     if options.rerank or options.mmr:
         include.append("embeddings")

@@ -1,0 +1,137 @@
+"""Lexical (BM25) and hybrid retrieval: tokens, fusion, and an index always equal to a fresh one.
+
+Vectors here come from all-MiniLM-L6-v2 pinned to float32 (on every CPU); the checks on cosines
+compare with the same encoder's vectors, 1e-5 apart at most.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import conan_rag
+from conan_rag.rag.bm25 import GENERATION_KEY, LexicalIndex
+from conan_rag.rag.fusion import rrf
+from conan_rag.rag.lexical import lexical_tokens
+from conan_rag.rag.pipeline import Pipeline
+from conan_rag.rag.report import IngestInterrupted
+from conan_rag.rag.retrieval import RetrievalOptions
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+FILES = {
+    "everest.txt": "Tenzing Norgay and Edmund Hillary first climbed Mount Everest in 1953.",
+    "code.txt": "Error code XJ-4471 means the pump's pressure valve is stuck; replace part 88-B.",
+    "tea.txt": "Green tea is steamed or pan-fired soon after picking, so it stays green.",
+    "beijing.txt": "北京大学位于北京市海淀区，创建于1898年。",
+    "rain.txt": "梅雨季节，长江中下游地区阴雨连绵，空气潮湿。",
+}
+
+
+def test_tokens_for_chinese_english_and_full_width() -> None:
+    assert lexical_tokens("The pumps were RUNNING") == ["pump", "were", "run"]  # stop word, stems
+    assert lexical_tokens("ＸＪ－４４７１") == ["xj", "4471"]  # full-width to half-width
+    words = lexical_tokens("我们在北京大学读书")
+    assert {"北京", "大学", "北京大学"} <= set(words)  # search mode: words and sub-words
+    assert "我们在北京大学读书" not in words  # not one token per run of characters
+    assert lexical_tokens("用BM25检索") == ["用", "bm25", "检索"]
+    assert lexical_tokens("，。！？ ... ") == []
+
+
+def test_reciprocal_rank_fusion() -> None:
+    fused = dict(rrf([["a", "b"], ["b", "c"]], weights=[1.0, 1.0], k=60))
+    assert fused["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused["a"] == pytest.approx(1 / 61) and fused["c"] == pytest.approx(1 / 62)
+    only_lexical = rrf([["a", "b"], ["b", "c"]], weights=[0.0, 1.0], k=60)
+    assert [i for i, s in only_lexical if s > 0] == ["b", "c"]
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(conan_rag.ConanConfigError, match=r"\['dense', 'lexical', 'hybrid'\]"):
+        RetrievalOptions(retrieval="bm25")
+    with pytest.raises(conan_rag.ConanConfigError, match="weights"):
+        RetrievalOptions(retrieval="hybrid", weights=(0.0, 0.0))
+
+
+def _write(folder: Path, files: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def pipe(tmp_path: Path) -> Pipeline:
+    _write(tmp_path / "docs", FILES)
+    encoder = conan_rag.load_encoder(MINILM, device="cpu", dtype="float32")
+    pipeline = Pipeline(encoder, db=tmp_path / "db")
+    pipeline.ingest([tmp_path / "docs"])
+    return pipeline
+
+
+def _fresh(pipe: Pipeline, tmp_path: Path) -> LexicalIndex:
+    index = LexicalIndex(tmp_path / "fresh" / "x.sqlite")
+    index.sync(pipe.collection)
+    return index
+
+
+def test_lexical_finds_exact_terms_and_reports_true_cosines(pipe: Pipeline) -> None:
+    hits = pipe.retrieve("XJ-4471", RetrievalOptions(k=2, retrieval="lexical"))
+    assert hits[0].metadata["source"].endswith("code.txt")
+    assert hits[0].lexical_score is not None and hits[0].lexical_score > 0
+    query = pipe.encoder.encode(["XJ-4471"], kind="query")[0]
+    stored = pipe.collection.get(ids=[hits[0].id], include=["embeddings"])["embeddings"][0]
+    cosine = float(query @ stored / np.linalg.norm(stored))
+    assert hits[0].score == pytest.approx(cosine, abs=1e-5)
+    chinese = pipe.retrieve("海淀区", RetrievalOptions(k=1, retrieval="lexical"))
+    assert chinese[0].metadata["source"].endswith("beijing.txt")
+
+
+def test_hybrid_fuses_both_lists_and_the_threshold_means_cosine(pipe: Pipeline) -> None:
+    hybrid = pipe.retrieve("Who climbed Everest?", RetrievalOptions(k=3, retrieval="hybrid"))
+    assert hybrid[0].metadata["source"].endswith("everest.txt")
+    assert all(h.fused_score is not None for h in hybrid)
+    fused = [h.fused_score for h in hybrid]
+    assert fused == sorted(fused, reverse=True)
+    kept = pipe.retrieve(
+        "Who climbed Everest?", RetrievalOptions(k=5, retrieval="hybrid", threshold=0.3)
+    )
+    assert kept and all(h.score >= 0.3 for h in kept)
+    where = pipe.retrieve(
+        "tea", RetrievalOptions(k=5, retrieval="lexical", where={"title": "no such title"})
+    )
+    assert where == []
+
+
+def test_the_index_equals_a_fresh_one_after_updates_prunes_and_a_killed_run(
+    pipe: Pipeline, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    pipe.retrieve("tea", RetrievalOptions(retrieval="lexical"))  # the index now exists
+    assert pipe.lexical_path.exists()
+    # update one file, add one, delete one; ingest with prune
+    _write(docs, {"tea.txt": "Black tea is fully oxidised.", "new.txt": "Quartz is SiO2."})
+    (docs / "rain.txt").unlink()
+    pipe.ingest([docs], prune=True)
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+    assert pipe.retrieve("quartz", RetrievalOptions(k=1, retrieval="lexical"))[0].metadata[
+        "source"
+    ].endswith("new.txt")
+    assert pipe.retrieve("梅雨", RetrievalOptions(k=1, retrieval="lexical")) == []  # pruned
+
+    # a run killed while embedding: the index is stale, and the next search brings it in step
+    _write(docs, {f"more{i}.txt": f"Note {i} about granite and basalt." for i in range(6)})
+
+    def stop(event: object) -> None:
+        if getattr(event, "phase", "") == "embedding":
+            raise KeyboardInterrupt
+
+    with pytest.raises(IngestInterrupted):
+        pipe.ingest([docs], on_progress=stop)
+    collection = pipe.client.get_collection(pipe.name, embedding_function=None)
+    assert collection.metadata[GENERATION_KEY] != pipe.lexical.generation
+    pipe.retrieve("granite", RetrievalOptions(retrieval="lexical"))
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+    pipe.ingest([docs])  # the re-run completes
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+    assert len(pipe.lexical) == pipe.collection.count()
