@@ -114,9 +114,11 @@ def test_the_index_equals_a_fresh_one_after_updates_prunes_and_a_killed_run(
     (docs / "rain.txt").unlink()
     pipe.ingest([docs], prune=True)
     assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
-    assert pipe.retrieve("quartz", RetrievalOptions(k=1, retrieval="lexical"))[0].metadata[
-        "source"
-    ].endswith("new.txt")
+    assert (
+        pipe.retrieve("quartz", RetrievalOptions(k=1, retrieval="lexical"))[0]
+        .metadata["source"]
+        .endswith("new.txt")
+    )
     assert pipe.retrieve("梅雨", RetrievalOptions(k=1, retrieval="lexical")) == []  # pruned
 
     # a run killed while embedding: the index is stale, and the next search brings it in step

@@ -1,8 +1,9 @@
 """LexicalIndex: BM25 (bm25s) over a collection's chunks, derived from the collection itself.
 
 The index never has a life of its own: it is rebuilt from what the Chroma collection holds, so it
-cannot drift from it. Its tokens live in a small SQLite file (chunk id, a hash of the chunk's
-text, its tokens); :meth:`LexicalIndex.sync` reads the collection's ids and texts, tokenizes only
+cannot drift from it. Each chunk is indexed with its document's title (:func:`lexical_text`).
+Its tokens live in a small SQLite file (chunk id, a hash of that text, its tokens);
+:meth:`LexicalIndex.sync` reads the collection's ids and texts, tokenizes only
 the chunks that are new or changed, forgets the ones that are gone, and rebuilds the bm25s
 matrices (fast: 5,183 SciFact abstracts index in about 0.25 s).
 
@@ -91,6 +92,20 @@ class SyncReport:
     kept: int = 0
 
 
+def lexical_text(text: str, metadata: Any) -> str:
+    r"""What BM25 indexes for a chunk: its document's title, then its text.
+
+    A chunk cut from the middle of a document does not repeat the title, often its most telling
+    words; dense vectors do not need it, BM25 does.
+
+    Example:
+        >>> lexical_text("rest of the abstract", {"title": "Aspirin and stroke"})
+        'Aspirin and stroke\nrest of the abstract'
+    """
+    title = str((metadata or {}).get("title") or "").strip()
+    return f"{title}\n{text}" if title and not text.startswith(title) else text
+
+
 def _text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
@@ -162,12 +177,16 @@ class LexicalIndex:
             seen: set[str] = set()
             offset = 0
             while True:
-                page = collection.get(include=["documents"], limit=PAGE, offset=offset)
-                ids, texts = page["ids"], page["documents"] or []
+                page = collection.get(include=["documents", "metadatas"], limit=PAGE, offset=offset)
+                ids = page["ids"]
+                texts = [
+                    lexical_text(t or "", m)
+                    for t, m in zip(page["documents"] or [], page["metadatas"] or [], strict=True)
+                ]
                 fresh = [
-                    (i, t or "", _text_hash(t or ""))
+                    (i, t, _text_hash(t))
                     for i, t in zip(ids, texts, strict=True)
-                    if known.get(i) != _text_hash(t or "")
+                    if known.get(i) != _text_hash(t)
                 ]
                 seen.update(ids)
                 tokens = lexical_tokens_many([t for _, t, _ in fresh])

@@ -23,7 +23,7 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
-TOKENIZER_VERSION = 1  # bump when the tokens change: stored lexical indexes are rebuilt
+TOKENIZER_VERSION = 2  # bump when the tokens change: stored lexical indexes are rebuilt
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 _RUNS = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
 _IS_CJK = re.compile(rf"[{_CJK}]")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from conan_rag.errors import ConanConfigError, ConanInputError
+from conan_rag.rag.fusion import rrf
 from conan_rag.rag.rerank import cosine_scores, mmr, order_by_score
 
 RETRIEVAL_MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
@@ -232,11 +233,9 @@ def retrieve_many(
                 setting="retrieval",
                 value=options.retrieval,
             )
-        from conan_rag.rag.fusion import search_mixed
-
         lexical.ensure(collection)
         return [
-            search_mixed(collection, lexical, text, vector, options, count)
+            _mixed_hits(collection, lexical, text, vector, options, count)
             for text, vector in zip(queries, vectors, strict=True)
         ]
     include: list[Any] = ["documents", "metadatas", "distances"]
@@ -274,3 +273,73 @@ def _hits(raw: Any, row: int, query: np.ndarray, options: RetrievalOptions) -> l
     else:
         picks = [int(i) for i in order[: options.k]]
     return [Hit(ids[i], texts[i] or "", dict(metas[i] or {}), float(scores[i])) for i in picks]
+
+
+def _dense_ids(collection: Collection, query: np.ndarray, n: int, where: Any) -> list[str]:
+    raw = collection.query(
+        query_embeddings=[query], n_results=n, where=where, include=["distances"]
+    )
+    return list(raw["ids"][0])
+
+
+def _mixed_hits(
+    collection: Collection,
+    index: LexicalIndex,
+    text: str,
+    query: np.ndarray,
+    options: RetrievalOptions,
+    count: int,
+) -> list[Hit]:
+    """Lexical (``options.retrieval == "lexical"``) or hybrid hits for one query.
+
+    Args:
+        collection: the chunks.
+        index: the collection's lexical index (already in step with it).
+        text: the query text (for BM25).
+        query: the query vector (for the dense list and every hit's true cosine).
+        options: k, fetch_k, threshold, mmr, where, rrf_k, weights.
+        count: the collection's size.
+    """
+    n = options.candidates(count)
+    lexical = index.search(text, k=n if options.where is None else count)
+    bm25 = dict(lexical)
+    lists: list[list[str]] = [[i for i, _ in lexical]]
+    weights = [options.weights[1]]
+    if options.retrieval == "hybrid":
+        lists.insert(0, _dense_ids(collection, query, n, options.where))
+        weights.insert(0, options.weights[0])
+    fused = rrf(lists, weights, k=options.rrf_k)
+    if not fused:
+        return []
+    order = [i for i, _ in fused]
+    got = collection.get(
+        ids=order, where=options.where, include=["documents", "metadatas", "embeddings"]
+    )
+    position = {i: p for p, i in enumerate(got["ids"])}
+    kept = [i for i in order if i in position][: max(n, options.k)]  # the filter may drop some
+    if not kept:
+        return []
+    rows = [position[i] for i in kept]
+    stored = np.asarray(got["embeddings"])[rows]
+    scores = cosine_scores(query, stored)
+    candidates = np.arange(len(kept))
+    if options.threshold is not None:
+        candidates = candidates[scores >= options.threshold]
+    if options.mmr:
+        lam = options.lambda_mult
+        picks = mmr(query, stored, options.k, lambda_mult=lam, candidates=candidates)
+    else:
+        picks = [int(c) for c in candidates[: options.k]]
+    fused_score = dict(fused)
+    documents, metadatas = got["documents"] or [], got["metadatas"] or []
+    return [
+        Hit(
+            kept[p],
+            documents[rows[p]] or "",
+            dict(metadatas[rows[p]] or {}),
+            float(scores[p]),
+            lexical_score=bm25.get(kept[p]),
+            fused_score=fused_score[kept[p]],
+        )
+        for p in picks
+    ]
