@@ -137,3 +137,40 @@ def test_the_index_equals_a_fresh_one_after_updates_prunes_and_a_killed_run(
     pipe.ingest([docs])  # the re-run completes
     assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
     assert len(pipe.lexical) == pipe.collection.count()
+
+
+def test_a_cross_encoder_reorders_the_best_candidates(pipe: Pipeline, tmp_path: Path) -> None:
+    from conan_rag.reranking import load_reranker
+    from conan_rag.testing import build_cross_encoder
+
+    # random weights: the order means nothing, the wiring is what is checked
+    folder = str(build_cross_encoder(tmp_path / "ce", n_cjk=3000, seed=3))
+    question = "Who climbed Everest?"
+    plain = pipe.retrieve(question, RetrievalOptions(k=5, retrieval="hybrid"))
+    options = RetrievalOptions(k=2, retrieval="hybrid", reranker=folder, rerank_top=4)
+    hits = pipe.retrieve(question, options)
+    ranked = load_reranker(folder).rank(question, [h.text for h in plain[:4]])
+    assert [h.id for h in hits] == [plain[i].id for i, _ in ranked[:2]]
+    assert [h.rerank_score for h in hits] == pytest.approx([s for _, s in ranked[:2]])
+    assert all(h.fused_score is not None for h in hits)  # what the first stage said stays
+    with pytest.raises(conan_rag.ConanConfigError, match="mmr and reranker"):
+        RetrievalOptions(mmr=True, reranker=folder)
+
+
+def test_the_cli_query_takes_the_retrieval_mode_and_a_reranker(
+    pipe: Pipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from conan_rag.cli import main
+    from conan_rag.testing import build_cross_encoder
+
+    folder = str(build_cross_encoder(tmp_path / "ce", n_cjk=3000, seed=3))
+    db = str(pipe.lexical_path.parent.parent)
+    args = ["query", "XJ-4471", "--db", db, "--json", "--dtype", "float32", "--device", "cpu"]
+    assert main([*args, "--retrieval", "lexical", "--k", "1"]) == 0
+    hit = json.loads(capsys.readouterr().out)["hits"][0]
+    assert hit["metadata"]["source"].endswith("code.txt") and hit["lexical_score"] > 0
+    assert main([*args, "--retrieval", "hybrid", "--rerank-model", folder]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert all(h["rerank_score"] is not None for h in hits)

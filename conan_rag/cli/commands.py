@@ -135,6 +135,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         mmr=args.mmr,
         retrieval=args.retrieval,
+        reranker=args.rerank_model,
+        rerank_top=args.rerank_top,
     )
     pipe = _open(args, write=False)
     answer = pipe.answer(args.text, options=options) if args.answer else None
@@ -146,6 +148,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                 "score": h.score,
                 "lexical_score": h.lexical_score,
                 "fused_score": h.fused_score,
+                "rerank_score": h.rerank_score,
                 "text": h.text,
                 "metadata": h.metadata,
             }
@@ -161,6 +164,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         meta = hit.metadata
         where = meta.get("title") or meta.get("doc_id")
         bm25 = "" if hit.lexical_score is None else f"  bm25 {hit.lexical_score:.2f}"
+        if hit.rerank_score is not None:
+            bm25 += f"  rerank {hit.rerank_score:.4f}"
         print(f"[{n}] cosine {hit.score:.4f}{bm25}  {where}  (chunk {meta.get('chunk_index')})")
         print("    " + " ".join(hit.text.split())[:300])
     if answer is not None:
@@ -202,7 +207,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = pipe.sync(evaluation.beir_documents(data), show_progress=progress)
     ingest_s = time.perf_counter() - start
     start = time.perf_counter()
-    run = evaluation.beir_run(pipe, data, show_progress=progress, retrieval=args.retrieval)
+    run = evaluation.beir_run(
+        pipe,
+        data,
+        show_progress=progress,
+        retrieval=args.retrieval,
+        reranker=args.rerank_model,
+        rerank_top=args.rerank_top,
+    )
     metrics = evaluation.evaluate(data.qrels, run)
     result: dict[str, Any] = {
         "dataset": data.name,

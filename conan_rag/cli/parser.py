@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.retrieval,
         help="dense (vectors), lexical (BM25) or hybrid (both, reciprocal-rank fused)",
     )
+    _rerank_flags(query)
     query.add_argument("--mmr", action="store_true", help="diversify the passages (MMR)")
     query.add_argument("--answer", action="store_true", help="print an extractive answer too")
     _common(query)
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.retrieval,
         help="dense (vectors), lexical (BM25) or hybrid (both, reciprocal-rank fused)",
     )
+    _rerank_flags(ev)
     ev.add_argument(
         "--thresholds",
         default=None,
@@ -203,6 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _serve(sub)
     return parser
+
+
+def _rerank_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rerank-model",
+        default=None,
+        metavar="MODEL",
+        help="a cross-encoder folder or hub id (e.g. BAAI/bge-reranker-v2-m3) that re-orders "
+        "the best candidates (default: none)",
+    )
+    parser.add_argument(
+        "--rerank-top",
+        type=int,
+        default=_DEFAULTS.rerank_top,
+        metavar="N",
+        help="candidates the cross-encoder scores",
+    )
 
 
 def _serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -253,22 +253,30 @@ def beir_run(
     depth: int = 100,
     show_progress: bool = False,
     retrieval: str = "dense",
+    reranker: str | None = None,
+    rerank_top: int = 20,
 ) -> Run:
     """Retrieve every query through ``pipeline`` and rank documents by their best chunk.
 
     Fetches ``3 * depth`` chunks per query (exactly re-scored), enough for ``depth`` documents
     when documents have a few chunks each. Dense runs rank by cosine; lexical and hybrid runs
-    by their fused (reciprocal-rank) score, which orders them.
+    by their fused (reciprocal-rank) order; with a ``reranker``, its ``rerank_top`` best chunks
+    come first, in its order. Documents are ranked by the position of their best chunk.
     """
     qids = list(data.queries)
-    options = RetrievalOptions(k=3 * depth, fetch_k=3 * depth, retrieval=retrieval)
+    options = RetrievalOptions(
+        k=3 * depth,
+        fetch_k=3 * depth,
+        retrieval=retrieval,
+        reranker=reranker,
+        rerank_top=rerank_top,
+    )
     results = pipeline.retrieve_many(
         [data.queries[q] for q in qids], options, show_progress=show_progress
     )
     pairs = zip(qids, results, strict=True)
+    # Hits come best first in every mode (cosine, fused rank, cross-encoder): rank by position.
     hits = (
-        (q, str(h.metadata["doc_id"]), h.score if h.fused_score is None else h.fused_score)
-        for q, res in pairs
-        for h in res
+        (q, str(h.metadata["doc_id"]), -float(n)) for q, res in pairs for n, h in enumerate(res)
     )
     return run_from_hits(hits, depth)

@@ -65,6 +65,12 @@ class RetrievalOptions:
             cosines, so ``threshold`` means the same in all three.
         rrf_k: the reciprocal-rank constant (a hit at rank r earns weight / (rrf_k + r)).
         weights: (dense, lexical) weights of the fusion.
+        reranker: a cross-encoder (sentence-transformers ``CrossEncoder`` folder or hub id in
+            the local cache, e.g. ``BAAI/bge-reranker-v2-m3``) that re-scores the best
+            ``rerank_top`` candidates and orders the hits by its score (``None``: no reranking).
+            Hits above ``threshold`` (a cosine) are the candidates.
+        rerank_top: how many of the best candidates the cross-encoder scores; with a larger
+            ``k``, the rest follow in their first order.
     """
 
     k: int = 5
@@ -77,10 +83,19 @@ class RetrievalOptions:
     retrieval: str = "dense"
     rrf_k: int = 60
     weights: tuple[float, float] = (1.0, 1.0)
+    reranker: str | None = None
+    rerank_top: int = 20
 
     def __post_init__(self) -> None:
         _positive_int("k", self.k)
         _positive_int("rrf_k", self.rrf_k)
+        _positive_int("rerank_top", self.rerank_top)
+        if self.reranker is not None and self.mmr:
+            raise ConanConfigError(
+                "mmr and reranker each decide the order of the hits; use one of them.",
+                setting="reranker",
+                value=self.reranker,
+            )
         if self.retrieval not in RETRIEVAL_MODES:
             raise ConanConfigError(
                 f"retrieval must be one of {list(RETRIEVAL_MODES)}, not {self.retrieval!r}.",
@@ -167,6 +182,7 @@ class Hit:
             float32 rounding).
         lexical_score: its BM25 score (lexical and hybrid modes; ``None`` if BM25 missed it).
         fused_score: its reciprocal-rank fusion score (lexical and hybrid modes).
+        rerank_score: the cross-encoder's score (with ``reranker``); hits are in its order.
     """
 
     id: str
@@ -175,6 +191,7 @@ class Hit:
     score: float
     lexical_score: float | None = None
     fused_score: float | None = None
+    rerank_score: float | None = None
 
 
 def check_query(query: object) -> str:
@@ -221,6 +238,10 @@ def retrieve_many(
     queries = [check_query(q) for q in queries]
     if not queries:
         return []
+    if options.reranker is not None:
+        wide = options.replace(reranker=None, k=max(options.k, options.rerank_top))
+        found = retrieve_many(collection, encoder, queries, wide, show_progress, lexical)
+        return [_reranked(q, hits, options) for q, hits in zip(queries, found, strict=True)]
     count = collection.count()
     if count == 0:
         return [[] for _ in queries]
@@ -343,3 +364,15 @@ def _mixed_hits(
         )
         for p in picks
     ]
+
+
+def _reranked(query: str, hits: list[Hit], options: RetrievalOptions) -> list[Hit]:
+    """The best ``rerank_top`` hits in the cross-encoder's order, then the rest; ``k`` in all."""
+    from conan_rag.reranking import load_reranker
+
+    top, rest = hits[: options.rerank_top], hits[options.rerank_top :]
+    if not top:
+        return []
+    ranked = load_reranker(options.reranker).rank(query, [h.text for h in top])
+    first = [dataclasses.replace(top[index], rerank_score=score) for index, score in ranked]
+    return (first + rest)[: options.k]
