@@ -14,7 +14,8 @@ TORCH_INDEX ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then :; \
 	>/dev/null 2>&1; then echo $(CPU_TORCH_INDEX); fi)
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
-INTEGRATIONS := integrations/langchain-conan integrations/llama-index-embeddings-conan
+INTEGRATIONS := integrations/langchain-conan integrations/llama-index-embeddings-conan \
+	integrations/llama-index-postprocessor-conan-rerank integrations/llama-index-retrievers-conan
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 

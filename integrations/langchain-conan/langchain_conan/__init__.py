@@ -1,6 +1,7 @@
 """LangChain integration for conan-rag: Conan-embedding-v1 embeddings on one shared encoder.
 
-``ConanEmbeddings`` needs only the encoder core; ``ConanRetriever`` (imported on first use) needs
+``ConanEmbeddings`` needs only the encoder core; ``ConanReranker`` (a document compressor on the
+shared cross-encoder) and ``ConanRetriever`` are imported on first use, and the retriever needs
 the RAG extra (``pip install 'langchain-conan[rag]'``), so embedding never pulls in a vector store.
 
 Example:
@@ -17,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 from langchain_conan.embeddings import ConanEmbeddings
 
 if TYPE_CHECKING:
+    from langchain_conan.rerankers import ConanReranker
     from langchain_conan.retrievers import ConanRetriever
 
 __all__ = [
     "ConanEmbeddings",
+    "ConanReranker",
     "ConanRetriever",
 ]
 
@@ -30,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from langchain_conan.retrievers import ConanRetriever
 
         return ConanRetriever
+    if name == "ConanReranker":
+        from langchain_conan.rerankers import ConanReranker
+
+        return ConanReranker
     raise AttributeError(f"module 'langchain_conan' has no attribute {name!r}")

@@ -73,3 +73,61 @@ def test_async_and_validation(pipe: Pipeline) -> None:
     assert from_dict.options == Options(k=1, threshold=0.2)  # a dict is read as the options
     with pytest.raises((ConanConfigError, ValidationError), match="k must be"):
         ConanRetriever(pipeline=pipe, options={"k": 0})
+
+
+CODES = {
+    "code": "Error XK-4471 means the coolant pump overheated; stop the unit.",
+    "pump": "Pumps overheat when the coolant level is low or a valve is stuck.",
+    "zh": "水泵过热时应立即停机检查冷却液。",
+}
+
+
+@pytest.fixture(scope="module")
+def code_pipe(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Pipeline:
+    encoder = load_encoder(str(minilm_path), device="cpu", dtype="float32")
+    pipeline = Pipeline(encoder, db=tmp_path_factory.mktemp("db"), collection="codes")
+    pipeline.ingest([Doc(key, text, "manual") for key, text in {**FACTS, **CODES}.items()])
+    return pipeline
+
+
+def test_hybrid_mode_from_a_dict_carries_lexical_and_fused_scores(code_pipe: Pipeline) -> None:
+    retriever = ConanRetriever(pipeline=code_pipe, options={"retrieval": "hybrid", "k": 2})
+    assert retriever.options == Options(retrieval="hybrid", k=2)
+    docs = retriever.invoke("XK-4471")
+    hits = code_pipe.retrieve("XK-4471", Options(retrieval="hybrid", k=2))
+    assert docs[0].metadata["doc_id"] == "code"
+    assert [d.id for d in docs] == [h.id for h in hits]
+    for doc, hit in zip(docs, hits, strict=True):
+        assert doc.metadata["score"] == hit.score  # still the true cosine
+        assert doc.metadata["lexical_score"] == hit.lexical_score
+        assert doc.metadata["fused_score"] == hit.fused_score
+        assert "rerank_score" not in doc.metadata
+    assert docs[0].metadata["lexical_score"] > 0
+    dense = ConanRetriever(pipeline=code_pipe, options={"k": 2}).invoke("XK-4471")
+    assert not {"lexical_score", "fused_score"} & set(dense[0].metadata)
+    lexical = ConanRetriever(
+        pipeline=code_pipe, options={"retrieval": "lexical", "weights": [1, 2]}
+    ).invoke("冷却液")
+    assert lexical[0].metadata["doc_id"] == "zh"
+
+
+def test_reranker_option_orders_by_the_cross_encoder(
+    code_pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from conan_rag.testing import build_cross_encoder
+
+    folder = str(build_cross_encoder(tmp_path_factory.mktemp("ce"), n_cjk=3000, seed=1))
+    options = {"retrieval": "hybrid", "k": 3, "reranker": folder, "rerank_top": 5}
+    docs = ConanRetriever(pipeline=code_pipe, options=options).invoke("pump overheated")
+    hits = code_pipe.retrieve("pump overheated", Options(**options))
+    assert [d.id for d in docs] == [h.id for h in hits]
+    assert [d.metadata["rerank_score"] for d in docs] == [h.rerank_score for h in hits]
+    scores = [d.metadata["rerank_score"] for d in docs]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_an_unknown_option_key_is_refused_naming_the_valid_ones(pipe: Pipeline) -> None:
+    with pytest.raises((ConanConfigError, ValidationError), match=r"retreival.*valid options"):
+        ConanRetriever(pipeline=pipe, options={"retreival": "hybrid"})
+    with pytest.raises((ConanConfigError, ValidationError), match="retrieval must be one of"):
+        ConanRetriever(pipeline=pipe, options={"retrieval": "sparse"})
