@@ -174,3 +174,17 @@ def test_the_cli_query_takes_the_retrieval_mode_and_a_reranker(
     assert main([*args, "--retrieval", "hybrid", "--rerank-model", folder]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert all(h["rerank_score"] is not None for h in hits)
+
+
+def test_readme_hybrid_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from tests.test_readme import ROOT, run, section_blocks
+
+    shutil.copytree(ROOT / "examples" / "corpus", tmp_path / "examples" / "corpus")
+    monkeypatch.chdir(tmp_path)
+    (block,) = section_blocks("Hybrid retrieval and a cross-encoder")
+    best = run(block)["best"]
+    assert "smallpox" in best.text.lower() or "vaccin" in best.text.lower()
+    assert best.lexical_score is not None and best.fused_score is not None
+    assert -1.0 <= best.score <= 1.0
