@@ -18,6 +18,7 @@ from conan_rag.rag.lexical import lexical_tokens
 from conan_rag.rag.pipeline import Pipeline
 from conan_rag.rag.report import IngestInterrupted
 from conan_rag.rag.retrieval import RetrievalOptions
+from tests.pipeline_helpers import server_url  # noqa: F401 - the fixture used below
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 FILES = {
@@ -188,3 +189,21 @@ def test_readme_hybrid_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "smallpox" in best.text.lower() or "vaccin" in best.text.lower()
     assert best.lexical_score is not None and best.fused_score is not None
     assert -1.0 <= best.score <= 1.0
+
+
+@pytest.mark.server
+def test_a_server_collection_gets_a_local_index_in_the_cache(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = str(request.getfixturevalue("server_url"))  # a real `chroma run` server
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _write(tmp_path / "docs", FILES)
+    encoder = conan_rag.load_encoder(MINILM, device="cpu", dtype="float32")
+    pipe = Pipeline(encoder, url=url, collection=f"lexical-{tmp_path.name[-12:]}")
+    pipe.ingest([tmp_path / "docs"])
+    hits = pipe.retrieve("XJ-4471", RetrievalOptions(k=1, retrieval="hybrid"))
+    assert hits[0].metadata["source"].endswith("code.txt")
+    port = url.rsplit(":", 1)[1]
+    expected = tmp_path / "cache" / "conan_rag" / "lexical" / f"127.0.0.1_{port}"
+    assert pipe.lexical_path.parent == expected and pipe.lexical_path.exists()
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
