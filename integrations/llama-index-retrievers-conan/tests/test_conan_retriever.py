@@ -128,7 +128,9 @@ async def test_aretrieve_matches_retrieve(pipe: Pipeline) -> None:
     together = await asyncio.gather(*(retriever.aretrieve(q) for q in queries))
     for query, got in zip(queries, together, strict=True):
         want = retriever.retrieve(query)
-        assert [(n.node_id, n.score) for n in got] == [(n.node_id, n.score) for n in want]
+        assert [n.node_id for n in got] == [n.node_id for n in want]
+        # Concurrent queries may share a model batch: float32 rounding then differs by ~1e-8.
+        assert [n.score for n in got] == pytest.approx([n.score for n in want], abs=1e-6)
 
 
 def test_in_a_query_engine_with_the_conan_reranker(pipe: Pipeline, reranker_folder: str) -> None:
