@@ -271,8 +271,76 @@ def open_encoder(settings: dict[str, Any]) -> Any:
     return encoder
 
 
-class SharedEncoderMixin:
-    """Object behaviour shared by the pydantic adapters (put it before ``BaseModel``).
+def model_alias(data: Mapping[str, Any], model: Any = None) -> dict[str, Any]:
+    """``model`` given positionally, as ``model=`` or as ``model_name=``, once, as ``model``.
+
+    Example:
+        >>> model_alias({"model_name": "m", "top_n": 2})
+        {'top_n': 2, 'model': 'm'}
+    """
+    out = dict(data)
+    given: list[tuple[str, Any]] = [
+        (name, out.pop(name)) for name in ("model", "model_name") if name in out
+    ]
+    if model is not None:
+        given.insert(0, ("positionally", model))
+    if len(given) > 1:
+        ways = [
+            f"positionally ({v!r})" if n == "positionally" else f"as {n}={v!r}" for n, v in given
+        ]
+        raise ConanConfigError(
+            f"The model was given {ways[0]} and {ways[1]}; pass it once.",
+            setting="model",
+            value=given[1][1],
+        )
+    if given:
+        out["model"] = given[0][1]
+    return out
+
+
+class RebindingMixin:
+    """Settings that mean what they say, for pydantic adapters (put it before ``BaseModel``).
+
+    Assigning a field that :meth:`_rebinds` re-runs :meth:`_bind` (which loads or reuses the
+    shared model); a value it refuses raises and leaves the adapter as it was.
+    ``model_copy(update=...)`` builds a validated new adapter with those settings.
+    """
+
+    BOUND_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _bind(self) -> None:
+        raise NotImplementedError
+
+    def _rebinds(self, name: str) -> bool:
+        return name in self.BOUND_FIELDS
+
+    def _update_names(self, update: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The names ``model_copy(update=...)`` passes to the constructor."""
+        return update
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not self._rebinds(name):
+            super().__setattr__(name, value)
+            return
+        old = getattr(self, name)
+        super().__setattr__(name, value)  # pydantic validates the value
+        try:
+            self._bind()
+        except BaseException:
+            super().__setattr__(name, old)
+            raise
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy; with ``update``, a new validated adapter bound to the updated settings."""
+        if not update:
+            return super().model_copy(deep=deep)  # type: ignore[misc]
+        fields = type(self).model_fields  # type: ignore[attr-defined]
+        values = {name: getattr(self, name) for name in fields}
+        return type(self)(**{**values, **self._update_names(update)})
+
+
+class SharedEncoderMixin(RebindingMixin):
+    """Object behaviour shared by the pydantic embedding adapters (put it before ``BaseModel``).
 
     * Assigning a field in :attr:`ENCODER_FIELDS` rebinds the shared encoder (a view of the same
       weights when only prompts or sizes change); a value the encoder refuses raises and leaves
@@ -299,22 +367,30 @@ class SharedEncoderMixin:
     def _bind(self) -> None:
         self._encoder = open_encoder(self.encoder_settings())
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name not in self.ENCODER_FIELDS:
-            super().__setattr__(name, value)
-            return
-        old = getattr(self, name)
-        super().__setattr__(name, value)  # pydantic validates the value
-        try:
-            self._bind()
-        except BaseException:
-            super().__setattr__(name, old)
-            raise
+    def _rebinds(self, name: str) -> bool:
+        return name in self.ENCODER_FIELDS
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
-        """A copy; with ``update``, a new validated adapter bound to the updated settings."""
-        if not update:
-            return super().model_copy(deep=deep)  # type: ignore[misc]
-        fields = type(self).model_fields  # type: ignore[attr-defined]
-        values = {name: getattr(self, name) for name in fields}
-        return type(self)(**{**values, **update})
+
+class SharedRerankerMixin(RebindingMixin):
+    """Object behaviour shared by the pydantic reranker adapters (put it before ``BaseModel``).
+
+    The fields in :attr:`BOUND_FIELDS` pick the shared :class:`~conan_rag.reranking.Reranker`
+    (:func:`~conan_rag.reranking.load_reranker`); assigning one rebinds it, and
+    ``model_copy(update=...)`` accepts ``model_name`` for ``model``.
+    """
+
+    BOUND_FIELDS: ClassVar[tuple[str, ...]] = ("model", "revision", "device", "dtype", "max_length")
+
+    @property
+    def reranker(self) -> Any:
+        """The shared :class:`~conan_rag.reranking.Reranker` doing the work."""
+        return self._reranker
+
+    def _bind(self) -> None:
+        from conan_rag.reranking import load_reranker
+
+        settings = {name: getattr(self, name) for name in self.BOUND_FIELDS}
+        self._reranker = load_reranker(settings.pop("model"), **settings)
+
+    def _update_names(self, update: Mapping[str, Any]) -> Mapping[str, Any]:
+        return model_alias(update)

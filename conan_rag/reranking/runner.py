@@ -41,6 +41,7 @@ from conan_rag.errors import ConanModelError, DeviceOutOfMemoryError, ForkedProc
 from conan_rag.forking import ForkAware
 from conan_rag.model.files import PYTORCH_BIN, SAFETENSORS
 from conan_rag.reranking.spec import CrossEncoderSpec
+from conan_rag.runtime.backend import load_tokenizer
 from conan_rag.runtime.devices import DTYPES
 
 logger = logging.getLogger(__name__)
@@ -101,22 +102,6 @@ def _load_model(spec: CrossEncoderSpec, dtype: torch.dtype) -> Any:
     return model.eval()  # a *ForSequenceClassification module
 
 
-def _load_tokenizer(spec: CrossEncoderSpec) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(
-            str(spec.model_path), use_fast=True, trust_remote_code=False, local_files_only=True
-        )
-    except Exception as exc:  # noqa: BLE001
-        raise ConanModelError(
-            f"Cannot load the tokenizer from {spec.model_path}: {type(exc).__name__}: "
-            f"{str(exc)[:300]}. The folder needs tokenizer.json (or vocab.txt); re-download the "
-            "model.",
-            path=spec.model_path,
-        ) from None
-
-
 class CrossEncoderRunner(ForkAware):
     """Tokenizer + ``*ForSequenceClassification`` model on one device. Thread-safe, fork-aware.
 
@@ -131,7 +116,7 @@ class CrossEncoderRunner(ForkAware):
         self.spec = spec
         self.device = torch.device(device)
         self.dtype_name = dtype
-        self.tokenizer = _load_tokenizer(spec)
+        self.tokenizer = load_tokenizer(spec.model_path)
         self.model = _load_model(spec, DTYPES[dtype]).to(self.device)
         self.num_labels = int(self.model.config.num_labels)
         # sentence-transformers' limit: the folder's own, else the tokenizer's capped by the

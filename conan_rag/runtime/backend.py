@@ -20,6 +20,8 @@ import logging
 import threading
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,19 +103,24 @@ def _load_transformer(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
     return model.eval()
 
 
-def _load_tokenizer(spec: ModelSpec) -> object:
+def load_tokenizer(folder: Path) -> Any:
+    """The fast tokenizer of a model folder: local files only, never code from the folder.
+
+    Raises:
+        ConanModelError: the folder has no usable tokenizer (the message says which files).
+    """
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(
-            str(spec.path), use_fast=True, trust_remote_code=False, local_files_only=True
+            str(folder), use_fast=True, trust_remote_code=False, local_files_only=True
         )
     except Exception as exc:  # noqa: BLE001
         raise ConanModelError(
-            f"Cannot load the tokenizer from {spec.path}: {type(exc).__name__}: "
+            f"Cannot load the tokenizer from {folder}: {type(exc).__name__}: "
             f"{str(exc)[:300]}. The folder needs tokenizer.json or vocab.txt; re-download the "
             "model.",
-            path=spec.path,
+            path=folder,
         ) from None
 
 
@@ -137,7 +144,7 @@ class Backend(ForkAware):
         self.device = torch.device(device)
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]
-        self.tokenizer = _load_tokenizer(spec)
+        self.tokenizer = load_tokenizer(spec.path)
         self.transformer = _load_transformer(spec, self.dtype).to(self.device)
         self.head = Head(spec).to(self.device).eval()
         # CPU float32: linear layers on the fastest GEMM here (conan_rag.runtime.cpu_kernels).

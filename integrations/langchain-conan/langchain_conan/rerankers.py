@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 try:
-    from conan_rag.errors import ConanConfigError
+    from conan_rag.adapters import SharedRerankerMixin, model_alias
     from conan_rag.reranking import DEFAULT_RERANKER
 except ImportError as exc:  # pragma: no cover - exercised only without conan-rag installed
     raise ImportError(
@@ -39,29 +39,7 @@ if TYPE_CHECKING:
     from conan_rag.reranking import Reranker
 
 
-def _model_alias(data: Mapping[str, Any], model: Any = None) -> dict[str, Any]:
-    """``model`` given positionally, as ``model=`` or as ``model_name=`` (once)."""
-    out = dict(data)
-    given: list[tuple[str, Any]] = [
-        (name, out.pop(name)) for name in ("model", "model_name") if name in out
-    ]
-    if model is not None:
-        given.insert(0, ("positionally", model))
-    if len(given) > 1:
-        ways = [
-            f"positionally ({v!r})" if n == "positionally" else f"as {n}={v!r}" for n, v in given
-        ]
-        raise ConanConfigError(
-            f"The model was given {ways[0]} and {ways[1]}; pass it once.",
-            setting="model",
-            value=given[1][1],
-        )
-    if given:
-        out["model"] = given[0][1]
-    return out
-
-
-class ConanReranker(BaseDocumentCompressor):
+class ConanReranker(SharedRerankerMixin, BaseDocumentCompressor):
     """Rerank documents with a cross-encoder; keep the ``top_n`` best (LangChain compressor).
 
     Use it as ``ContextualCompressionRetriever(base_compressor=ConanReranker(...),
@@ -108,15 +86,6 @@ class ConanReranker(BaseDocumentCompressor):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-    # Settings that pick the reranker: assigning one rebinds it.
-    RERANKER_FIELDS: ClassVar[tuple[str, ...]] = (
-        "model",
-        "revision",
-        "device",
-        "dtype",
-        "max_length",
-    )
-
     _reranker: Reranker = PrivateAttr()
 
     def __init__(self, model: str | os.PathLike[str] | None = None, /, **data: Any) -> None:
@@ -132,53 +101,18 @@ class ConanReranker(BaseDocumentCompressor):
             conan_rag.ConanConfigError: an unknown device or dtype, a ``max_length`` over the
                 model's limit, or the model given twice.
         """
-        super().__init__(**_model_alias(data, model))
+        super().__init__(**model_alias(data, model))
         self._bind()
 
     @model_validator(mode="before")
     @classmethod
     def _translate(cls, data: Any) -> Any:
-        return _model_alias(data) if isinstance(data, Mapping) else data
+        return model_alias(data) if isinstance(data, Mapping) else data
 
     @field_validator("model", mode="before")
     @classmethod
     def _path_to_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
-
-    @property
-    def reranker(self) -> Reranker:
-        """The shared :class:`~conan_rag.reranking.Reranker` doing the work."""
-        return self._reranker
-
-    def _bind(self) -> None:
-        from conan_rag.reranking import load_reranker
-
-        self._reranker = load_reranker(
-            self.model,
-            revision=self.revision,
-            device=self.device,
-            dtype=self.dtype,
-            max_length=self.max_length,
-        )
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name not in self.RERANKER_FIELDS:
-            super().__setattr__(name, value)
-            return
-        old = getattr(self, name)
-        super().__setattr__(name, value)  # pydantic validates the value
-        try:
-            self._bind()
-        except BaseException:
-            super().__setattr__(name, old)
-            raise
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
-        """A copy; with ``update``, a new validated reranker bound to the updated settings."""
-        if not update:
-            return super().model_copy(deep=deep)
-        values = {name: getattr(self, name) for name in type(self).model_fields}
-        return type(self)(**{**values, **_model_alias(update)})
 
     @staticmethod
     def _top(documents: Sequence[Document], ranked: list[tuple[int, float]]) -> list[Document]:
