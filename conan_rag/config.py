@@ -26,6 +26,9 @@ DEFAULT_BATCH_WAIT_MS = 2.0
 # never imports torch.
 CPU_KERNELS: tuple[str, ...] = ("torch", "onednn", "numpy")
 CPU_KERNEL_CHOICES: tuple[str, ...] = ("auto", "off", *CPU_KERNELS)
+# Compiled CPU forward (conan_rag.runtime.compiled): "auto" uses a cached, parity-checked
+# package when this machine has one; "inductor" builds it if missing; "off" stays eager.
+COMPILE_CHOICES: tuple[str, ...] = ("auto", "off", "inductor")
 
 
 def default_token_budget(device: str) -> int:
@@ -65,6 +68,11 @@ class EncoderConfig:
         cpu_kernels: float32 CPU linear layers: ``"auto"`` times torch/MKL, oneDNN and numpy's
             BLAS at load and runs the fastest (:mod:`conan_rag.runtime.cpu_kernels`); ``"off"``
             keeps torch's own; ``"torch"``, ``"onednn"``, ``"numpy"`` force one.
+        compile: the compiled CPU forward (:mod:`conan_rag.runtime.compiled`): ``"auto"``
+            runs the AOTInductor package cached for this model, dtype, torch and CPU when one
+            exists, passed the parity gate and measured faster (else eager); ``"inductor"``
+            builds that package first if missing (tens of seconds, once per machine);
+            ``"off"`` always runs eager. Ignored off the CPU.
     """
 
     model: str = DEFAULT_MODEL
@@ -80,6 +88,7 @@ class EncoderConfig:
     use_queue: bool = True
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
     cpu_kernels: str = "auto"
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("truncate_dim", "max_seq_length", "token_budget"):
@@ -119,6 +128,13 @@ class EncoderConfig:
                 setting="cpu_kernels",
                 value=self.cpu_kernels,
                 choices=CPU_KERNEL_CHOICES,
+            )
+        if self.compile not in COMPILE_CHOICES:
+            raise ConanConfigError(
+                f"compile must be one of {list(COMPILE_CHOICES)}, not {self.compile!r}.",
+                setting="compile",
+                value=self.compile,
+                choices=COMPILE_CHOICES,
             )
 
     def to_dict(self) -> dict[str, Any]:

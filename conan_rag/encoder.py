@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import cached_property
@@ -95,8 +96,51 @@ class Encoder:
         return (
             f"Encoder(model_id={self.model_id!r}, dim={self.dim}, device='{self.device}', "
             f"dtype='{self.dtype}', max_seq_length={self.max_seq_length}, "
-            f"token_budget={self.token_budget})"
+            f"token_budget={self.token_budget}, forward={self.forward!r})"
         )
+
+    @property
+    def forward(self) -> str:
+        """How the transformer runs here, and why: ``"eager (...)"`` or ``"inductor (...)"``.
+
+        See :mod:`conan_rag.runtime.compiled` and :attr:`EncoderConfig.compile
+        <conan_rag.config.EncoderConfig>`.
+        """
+        if self.backend.forward_mode == "varlen":
+            return "varlen (unpadded CUDA)"
+        return self.backend.compile_report.summary()
+
+    def info(self) -> dict[str, Any]:
+        """Model, device, dtype and the runtime's decisions (CPU kernel, compiled forward).
+
+        Example:
+            >>> from conan_rag import load_encoder
+            >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+            >>> sorted(enc.info()["compile"])[:3]
+            ['cache', 'choice', 'entry']
+        """
+        report = self.backend.compile_report
+        return {
+            "model": self.model_id,
+            "dim": self.dim,
+            "device": self.device,
+            "dtype": self.dtype,
+            "max_seq_length": self.max_seq_length,
+            "token_budget": self.token_budget,
+            "cpu_kernel": self.backend.cpu_kernel,
+            "forward": self.forward,
+            "compile": dataclasses.asdict(report),
+        }
+
+    def warm_up(self) -> str:
+        """Build (once per machine) and load the compiled CPU forward; returns :attr:`forward`.
+
+        Later processes with ``compile="auto"`` (the default) load the cached package in about
+        a second. A no-op off the CPU. Encodes wait while it compiles (tens of seconds).
+        """
+        if self.backend.device.type == "cpu" and self.config.compile != "off":
+            self.backend.use_compiled("inductor")
+        return self.forward
 
     @property
     def device(self) -> str:

@@ -1,9 +1,9 @@
 """``load_encoder``: one :class:`~conan_rag.encoder.Encoder` per model and settings, per process.
 
 Loaded weights (a :class:`~conan_rag.runtime.backend.Backend`) and their batching queue are
-shared by every encoder on the same resolved folder, revision, device, dtype and CPU kernels;
-encoders that differ only in settings (prompts, ``truncate_dim``, ``token_budget``, ...) are
-separate views of those weights, each keeping its own settings.
+shared by every encoder on the same resolved folder, revision, device, dtype, CPU kernels and
+compile choice; encoders that differ only in settings (prompts, ``truncate_dim``,
+``token_budget``, ...) are separate views of those weights, each keeping its own settings.
 
 Example:
     >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
@@ -30,7 +30,7 @@ from conan_rag.runtime.backend import Backend
 from conan_rag.runtime.devices import resolve_device, resolve_dtype
 from conan_rag.serving.queue import BatchQueue
 
-_BackendKey = tuple[str, str | None, str, str, str]
+_BackendKey = tuple[str, str | None, str, str, str, str]
 _registry_lock = threading.Lock()
 _backends: dict[_BackendKey, tuple[Backend, BatchQueue]] = {}
 _encoders: dict[tuple[Any, ...], Encoder] = {}
@@ -95,7 +95,8 @@ def load_encoder(
     # The CPU linear kernels (conan_rag.runtime.cpu_kernels) only apply to float32 on the CPU.
     cpu_fp32 = resolved_device == "cpu" and resolved_dtype == "float32"
     kernels = cfg.cpu_kernels if cpu_fp32 else "off"
-    backend_key = (str(folder), cfg.revision, resolved_device, resolved_dtype, kernels)
+    compiled = cfg.compile if resolved_device == "cpu" else "off"  # conan_rag.runtime.compiled
+    backend_key = (str(folder), cfg.revision, resolved_device, resolved_dtype, kernels, compiled)
     cfg = cfg.replace(model=canonical_model_id(folder))  # one spelling per model, loadable anywhere
     encoder_key = (
         *backend_key,
@@ -107,7 +108,8 @@ def load_encoder(
             return encoder
         shared = _backends.get(backend_key)
         if shared is None:
-            backend = Backend(read_model_spec(folder), resolved_device, resolved_dtype, kernels)
+            spec = read_model_spec(folder)
+            backend = Backend(spec, resolved_device, resolved_dtype, kernels, compiled)
             shared = (backend, BatchQueue(backend, default_token_budget(resolved_device)))
             _backends[backend_key] = shared
         encoder = Encoder(cfg, *shared)

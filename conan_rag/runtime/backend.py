@@ -31,6 +31,7 @@ from conan_rag.forking import ForkAware
 from conan_rag.model.files import PYTORCH_BIN, SAFETENSORS, WEIGHT_FILES, download_hint
 from conan_rag.model.modules import Head
 from conan_rag.model.spec import ModelSpec
+from conan_rag.runtime.compiled import CompileReport, bucket_width, setup_compiled
 from conan_rag.runtime.devices import DTYPES
 from conan_rag.runtime.varlen import embed_varlen, varlen_supported
 
@@ -136,9 +137,17 @@ class Backend(ForkAware):
         device: a resolved device (``"cpu"``, ``"cuda:0"``, ...).
         dtype: a resolved dtype name (a key of :data:`~conan_rag.runtime.devices.DTYPES`).
         cpu_kernels: the CPU float32 kernel choice (see :mod:`conan_rag.runtime.cpu_kernels`).
+        compile: the compiled CPU forward choice (see :mod:`conan_rag.runtime.compiled`).
     """
 
-    def __init__(self, spec: ModelSpec, device: str, dtype: str, cpu_kernels: str = "auto") -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str,
+        dtype: str,
+        cpu_kernels: str = "auto",
+        compile: str = "off",
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.device = torch.device(device)
@@ -167,6 +176,40 @@ class Backend(ForkAware):
         if self.device.type == "cuda" and varlen_supported(self.transformer):
             self.forward_mode = "varlen"
         self.forked_from_cuda = False  # set in a forked child: this backend's GPU is unusable
+        # CPU: the compiled forward (conan_rag.runtime.compiled) when it is cached or asked for.
+        self.compiled: Any = None
+        self.compiled_limit = 0
+        self.compile_report = CompileReport(compile, reason="not on the CPU")
+        if self.device.type == "cpu":
+            self.use_compiled(compile)
+
+    def use_compiled(self, choice: str) -> CompileReport:
+        """Load, build or drop the compiled CPU forward as ``choice`` says; returns the decision.
+
+        ``"auto"`` loads a cached entry, ``"inductor"`` builds one first if missing, ``"off"``
+        drops it (see :func:`~conan_rag.runtime.compiled.setup_compiled`). Forwards wait
+        meanwhile. The decision is logged and kept in :attr:`compile_report`.
+        """
+        from conan_rag.model.fingerprint import model_fingerprint
+        from conan_rag.runtime.cpu_kernels import apply_cpu_fast_path, remove_cpu_fast_path
+
+        fingerprint = model_fingerprint(self.spec.path, [], {}) if choice != "off" else ""
+        with self._forward_lock:
+            remove_cpu_fast_path(self.transformer)  # export traces torch's own linear layers
+            try:
+                runner, limit, report = setup_compiled(
+                    self.transformer,
+                    token_types=self._wants_token_types,
+                    dtype=self.dtype_name,
+                    model_fingerprint=fingerprint,
+                    choice=choice,
+                )
+            finally:
+                if self.cpu_kernel != "torch":
+                    apply_cpu_fast_path(self.transformer, self.cpu_kernel)
+            self.compiled, self.compiled_limit, self.compile_report = runner, limit, report
+        logger.info("%s %s on cpu: %s", self.spec.path.name, self.dtype_name, report.summary())
+        return report
 
     def _after_fork(self) -> None:
         """In a forked child: fresh locks (a parent thread may have held them mid-forward).
@@ -215,8 +258,10 @@ class Backend(ForkAware):
         return len(ids) - 1 if ids and ids[-1] in special else len(ids)
 
     # -- forward ------------------------------------------------------------------------------
-    def _tensors(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        longest = max(len(x) for x in ids)
+    def _tensors(
+        self, ids: Sequence[Sequence[int]], width: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = width or max(len(x) for x in ids)
         array = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(ids), longest), dtype=np.int64)
         for row, seq in enumerate(ids):
@@ -240,6 +285,12 @@ class Backend(ForkAware):
             raise ForkedProcessError(str(self.device))
         if self.forward_mode == "varlen":
             return embed_varlen(self.transformer, self.head, ids, prompt_length)
+        compiled = self.compiled
+        width = bucket_width(max(len(x) for x in ids), self.compiled_limit) if compiled else None
+        if width is not None:  # compiled: padded to its bucket, always with a mask
+            input_ids, attention = self._tensors(ids, width)
+            tokens = compiled(input_ids, attention)
+            return self.head(tokens, attention, prompt_length).float().cpu()
         input_ids, attention = self._tensors(ids)
         kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention}
         if self._wants_token_types:
