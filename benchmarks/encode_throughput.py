@@ -8,18 +8,28 @@ ratios against sentence-transformers' default (float32, what LangChain's
 ``HuggingFaceEmbeddings`` runs) and against sentence-transformers in bf16.
 
 Variants:
-    conan_auto  conan_rag with dtype="auto" (bf16 on CPUs with native bf16, else float32)
-    conan_fp32  conan_rag in float32 (with its CPU fast path, cpu_kernels="auto")
-    conan_plain conan_rag in float32 with cpu_kernels="off" (not in the default set)
-    conan_onednn, conan_numpy  float32 with that CPU kernel forced (not in the default set)
+    conan_auto  conan_rag with dtype="auto" (bf16 on CPUs with native bf16, else float32),
+                compiled (compile="inductor": the AOTInductor package, built once per machine)
+    conan_fp32  conan_rag in float32, compiled likewise (CPU fast path kept for eager fallback)
+    conan_auto_eager, conan_fp32_eager  the same with compile="off" (today's eager forward)
+    conan_plain conan_rag in float32 eager with cpu_kernels="off" (not in the default set)
+    conan_onednn, conan_numpy  float32 eager with that CPU kernel forced (not in the default set)
     st_fp32     sentence-transformers default (float32)
     st_bf16     sentence-transformers with model_kwargs={"dtype": torch.bfloat16}
+
+Warm-up: before timing, for each dtype a compiled variant uses, two fresh processes each load
+the encoder with compile="auto"-as-"inductor" and embed one text, against a compiled cache
+(``--cache-dir``, default a new empty folder): the first pays the compilation, the second
+loads the cached package. Each reports seconds from its start (before importing torch) to its
+first vector. The timed variants then use that cache. ``--smoke`` skips this and, unless
+``--variants`` says otherwise, runs only eager variants.
 
 Usage:
     python benchmarks/encode_throughput.py                  # 256 texts, 3 rounds, MiniLM
     python benchmarks/encode_throughput.py --n 512 --runs 5 --threads 2
     python benchmarks/encode_throughput.py --variants conan_fp32,conan_plain,st_fp32
     python benchmarks/encode_throughput.py --smoke          # 8 texts, 1 round (CI check)
+    python benchmarks/encode_throughput.py --n 300 --runs 3 --threads 2   # the README table
 """
 
 from __future__ import annotations
@@ -30,7 +40,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,13 +64,24 @@ CORPUS = ROOT / "data" / "scifact" / "corpus.jsonl.gz"
 VARIANTS = (
     "conan_auto",
     "conan_fp32",
+    "conan_auto_eager",
+    "conan_fp32_eager",
     "conan_plain",
     "conan_onednn",
     "conan_numpy",
     "st_fp32",
     "st_bf16",
 )
-DEFAULT_VARIANTS = ("conan_auto", "conan_fp32", "st_fp32", "st_bf16")
+DEFAULT_VARIANTS = (
+    "conan_auto",
+    "conan_fp32",
+    "conan_auto_eager",
+    "conan_fp32_eager",
+    "st_fp32",
+    "st_bf16",
+)
+SMOKE_VARIANTS = ("conan_auto_eager", "conan_fp32_eager", "st_fp32", "st_bf16")
+COMPILED = ("conan_auto", "conan_fp32")
 
 
 def read_texts(n: int) -> list[str]:
@@ -73,13 +96,20 @@ def read_texts(n: int) -> list[str]:
     return texts
 
 
+def conan_settings(variant: str) -> dict[str, str]:
+    """dtype, cpu_kernels and compile of a conan_rag variant."""
+    forced = {"conan_plain": "off", "conan_onednn": "onednn", "conan_numpy": "numpy"}
+    return {
+        "dtype": "auto" if variant.startswith("conan_auto") else "float32",
+        "cpu_kernels": forced.get(variant, "auto"),
+        "compile": "inductor" if variant in COMPILED else "off",
+    }
+
+
 def build(variant: str, model: str, batch_size: int) -> Callable[[list[str]], np.ndarray]:
     """Load one variant; returns ``encode(texts) -> L2-normalized float32 vectors``."""
     if variant.startswith("conan"):
-        dtype = "auto" if variant == "conan_auto" else "float32"
-        forced = {"conan_plain": "off", "conan_onednn": "onednn", "conan_numpy": "numpy"}
-        kernels = forced.get(variant, "auto")
-        encoder = load_encoder(model, device="cpu", dtype=dtype, cpu_kernels=kernels)
+        encoder = load_encoder(model, device="cpu", **conan_settings(variant))
         return lambda texts: encoder.encode(texts)
     from sentence_transformers import SentenceTransformer
 
@@ -94,6 +124,38 @@ def build(variant: str, model: str, batch_size: int) -> Callable[[list[str]], np
     return encode
 
 
+def first_vector(model: str, dtype: str) -> int:
+    """Warm-up child: load with compile="inductor", embed one text, print JSON timings."""
+    imported = time.time()  # torch, transformers and conan_rag are imported by now
+    encoder = load_encoder(model, device="cpu", dtype=dtype, compile="inductor")
+    encoder.encode(["warm-up"])
+    info = {"imported": imported, "first_vector": time.time()}
+    info.update(cache=encoder.backend.compile_report.cache, forward=encoder.forward)
+    print(json.dumps(info))
+    return 0
+
+
+def warm_up_report(model: str, dtypes: list[str], cache_dir: Path, threads: int | None) -> None:
+    """Two fresh processes per dtype against ``cache_dir``: first (cold) and second (warm)."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_dir)}
+    print(f"warm-up (compiled cache under {cache_dir}), seconds from process launch:")
+    for dtype in dtypes:
+        for which in ("first process", "second process"):
+            cmd = [sys.executable, __file__, "--model", model, "--first-vector", dtype]
+            cmd += ["--threads", str(threads)] if threads else []
+            launched = time.time()
+            result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if result.returncode != 0:
+                print(f"  {dtype:9s} {which}: failed: {result.stderr[-500:]}")
+                continue
+            info = json.loads(result.stdout.strip().splitlines()[-1])
+            print(
+                f"  {dtype:9s} {which:14s}: first vector {info['first_vector'] - launched:6.1f}s "
+                f"after launch ({info['first_vector'] - info['imported']:.1f}s after imports), "
+                f"cache {info['cache']}: {info['forward']}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=BUNDLED_MINILM, help="model folder or hub id")
@@ -103,15 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="sentence-transformers batch")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma list")
     parser.add_argument("--smoke", action="store_true", help="8 texts, 1 round: a quick check")
+    parser.add_argument("--cache-dir", default=None, help="XDG cache for compiled packages")
+    parser.add_argument("--first-vector", default=None, help=argparse.SUPPRESS)  # warm-up child
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.first_vector:
+        return first_vector(args.model, args.first_vector)
     if args.smoke:
         args.n, args.runs = min(args.n, 8), 1
+        if args.variants == parser.get_default("variants"):
+            args.variants = ",".join(SMOKE_VARIANTS)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     texts = read_texts(args.n)
     print(f"model: {args.model}")
@@ -125,16 +193,31 @@ def main(argv: list[str] | None = None) -> int:
     if blas:
         print(f"note: OPENBLAS_CORETYPE={blas} is set (it can slow numpy's BLAS)")
 
+    compiled_dtypes = sorted(
+        {resolve_dtype(conan_settings(v)["dtype"], "cpu") for v in variants if v in COMPILED}
+    )
+    if compiled_dtypes:
+        cache_dir = Path(args.cache_dir or tempfile.mkdtemp(prefix="conan-compiled-"))
+        os.environ["XDG_CACHE_HOME"] = str(cache_dir)  # the timed variants use this cache too
+        if args.smoke:
+            print("warm-up: skipped with --smoke")
+        else:
+            warm_up_report(args.model, compiled_dtypes, cache_dir, args.threads)
+
     encoders: dict[str, Callable[[list[str]], np.ndarray]] = {}
     for variant in variants:
         start = time.perf_counter()
         encoders[variant] = build(variant, args.model, args.batch_size)
         encoders[variant](texts[:8])  # warm-up: allocations, thread pools, first-call paths
         print(f"loaded {variant} in {time.perf_counter() - start:.1f}s")
-    probe = load_encoder(args.model, device="cpu", dtype="float32")
+    probe = load_encoder(args.model, device="cpu", dtype="float32", compile="off")
     tokens = sum(len(ids) for ids in probe.tokenize(texts))
-    auto = load_encoder(args.model, device="cpu", dtype="auto")
+    auto = load_encoder(args.model, device="cpu", dtype="auto", compile="off")
     print(f"conan_rag: auto dtype = {auto.dtype}; float32 cpu kernel = {probe.backend.cpu_kernel}")
+    for variant in variants:
+        if variant.startswith("conan"):
+            enc = load_encoder(args.model, device="cpu", **conan_settings(variant))
+            print(f"  {variant}: {enc.dtype}, forward {enc.forward}")
     print(
         f"{len(texts)} texts, {tokens} tokens ({tokens / len(texts):.0f} per text), "
         f"{args.runs} rounds\n"
@@ -156,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         st_ref = build("st_fp32", args.model, args.batch_size)
         reference = st_ref(texts)
     median = {v: statistics.median(ts) for v, ts in seconds.items()}
-    header = f"{'variant':12s} {'texts/s':>8s} {'tokens/s':>9s} {'min..max texts/s':>17s} "
+    header = f"{'variant':16s} {'texts/s':>8s} {'tokens/s':>9s} {'min..max texts/s':>17s} "
     header += f"{'vs st_fp32':>10s} {'vs st_bf16':>10s} {'min cos':>9s} {'cpu s':>7s}"
     print(header)
     for variant in variants:
@@ -169,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         for base in ("st_fp32", "st_bf16"):
             ratios.append(f"{median[base] / median[variant]:.2f}x" if base in median else "-")
         print(
-            f"{variant:12s} {rate:8.1f} {tokens / median[variant]:9.0f} {spread:>17s} "
+            f"{variant:16s} {rate:8.1f} {tokens / median[variant]:9.0f} {spread:>17s} "
             f"{ratios[0]:>10s} {ratios[1]:>10s} {cosine:9.6f} "
             f"{statistics.median(cpu[variant]):7.1f}"
         )
