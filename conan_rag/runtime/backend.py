@@ -15,11 +15,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,19 +195,25 @@ class Backend(ForkAware):
         from conan_rag.runtime.cpu_kernels import apply_cpu_fast_path, remove_cpu_fast_path
 
         fingerprint = model_fingerprint(self.spec.path, [], {}) if choice != "off" else ""
-        with self._forward_lock:
-            remove_cpu_fast_path(self.transformer)  # export traces torch's own linear layers
+
+        @contextlib.contextmanager
+        def plain() -> Iterator[None]:  # export traces torch's own linear layers
+            remove_cpu_fast_path(self.transformer)
             try:
-                runner, limit, report = setup_compiled(
-                    self.transformer,
-                    token_types=self._wants_token_types,
-                    dtype=self.dtype_name,
-                    model_fingerprint=fingerprint,
-                    choice=choice,
-                )
+                yield
             finally:
                 if self.cpu_kernel != "torch":
                     apply_cpu_fast_path(self.transformer, self.cpu_kernel)
+
+        with self._forward_lock:
+            runner, limit, report = setup_compiled(
+                self.transformer,
+                token_types=self._wants_token_types,
+                dtype=self.dtype_name,
+                model_fingerprint=fingerprint,
+                choice=choice,
+                plain=plain,
+            )
             self.compiled, self.compiled_limit, self.compile_report = runner, limit, report
         logger.info("%s %s on cpu: %s", self.spec.path.name, self.dtype_name, report.summary())
         return report

@@ -22,11 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ MIN_GAIN = 0.03  # compile="auto" uses an entry only if it measured at least thi
 PARITY: dict[str, float] = {"float32": 0.99999, "bfloat16": 0.999, "float16": 0.999}
 _OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert"})
 _build_lock = threading.Lock()
+PlainLinears = Callable[[], AbstractContextManager[Any]]
 
 
 def bucket_width(length: int, limit: int = 512) -> int | None:
@@ -173,8 +176,10 @@ def measure_speedup(
     return statistics.median(ratios)
 
 
-def _build(forward: _Forward, limit: int, dtype: str, folder: Path) -> dict[str, Any]:
-    """Export + AOTInductor-compile ``forward`` into ``folder``; gate and time it."""
+def _build(
+    forward: _Forward, limit: int, dtype: str, folder: Path, plain: PlainLinears
+) -> dict[str, Any]:
+    """Export (inside ``plain()``) + AOTInductor-compile ``forward``; gate and time it."""
     from torch.export import Dim
 
     start = time.perf_counter()
@@ -184,7 +189,8 @@ def _build(forward: _Forward, limit: int, dtype: str, folder: Path) -> dict[str,
     seq = BUCKET * Dim("seq_buckets", min=1, max=limit // BUCKET)
     shapes = ({0: batch, 1: seq}, {0: batch, 1: seq})
     with torch.no_grad():
-        program = torch.export.export(forward, (ids, mask), dynamic_shapes=shapes)
+        with plain():
+            program = torch.export.export(forward, (ids, mask), dynamic_shapes=shapes)
         path = folder / PACKAGE
         torch._inductor.aoti_compile_and_package(
             program, package_path=str(path), inductor_configs={"freezing": True}
@@ -209,6 +215,7 @@ def setup_compiled(
     dtype: str,
     model_fingerprint: str,
     choice: str,
+    plain: PlainLinears = contextlib.nullcontext,
 ) -> tuple[Callable[..., torch.Tensor] | None, int, CompileReport]:
     """Load (or build) the compiled forward of a CPU transformer as ``choice`` says.
 
@@ -217,6 +224,15 @@ def setup_compiled(
     passed the parity gate and measured faster; a corrupt or stale entry is rebuilt; no entry:
     eager. ``"inductor"``: build the entry if missing (tens of seconds, once per machine),
     then use it if it passed the parity gate.
+
+    Args:
+        transformer: the loaded transformer (eval mode, on the CPU).
+        token_types: pass all-zero ``token_type_ids`` (BERT-style models).
+        dtype: its dtype name (``"float32"``, ``"bfloat16"``, ...).
+        model_fingerprint: the model files' fingerprint (part of the cache key).
+        choice: ``"auto"``, ``"off"`` or ``"inductor"``.
+        plain: a context in which the transformer runs torch's own layers, for export (the
+            parity gate and timing compare with the transformer as it runs outside it).
 
     Returns:
         ``(forward or None, longest compiled width, report)``.
@@ -252,7 +268,7 @@ def setup_compiled(
         if manifest is None:
             logger.warning("Compiling %s (%s) for this CPU, once per machine...", prefix, dtype)
             forward = _Forward(transformer, token_types).eval()
-            cache.write_entry(root, name, key, lambda d: _build(forward, limit, dtype, d))
+            cache.write_entry(root, name, key, lambda d: _build(forward, limit, dtype, d, plain))
             manifest = cache.read_entry(root, name, key)
             report.cache = "built"
         else:
@@ -269,6 +285,11 @@ def setup_compiled(
     if choice == "auto" and report.speedup < 1 + MIN_GAIN:
         report.reason = f"compiled measured {report.speedup:.2f}x eager at build"
         return None, 0, report
-    runner = torch._inductor.aoti_load_package(str(Path(report.entry) / PACKAGE))
+    try:
+        runner = torch._inductor.aoti_load_package(str(Path(report.entry) / PACKAGE))
+    except Exception as exc:  # noqa: BLE001 - a package this torch cannot load is never used
+        cache.remove_entry(Path(report.entry), f"unloadable ({type(exc).__name__}: {exc})")
+        report.reason = "the cached package did not load (removed; rebuilt next time)"
+        return None, 0, report
     report.mode, report.seconds = "inductor", time.perf_counter() - start
     return runner, limit, report
