@@ -263,7 +263,7 @@ def setup_compiled(
         for folder in stale:
             cache.remove_entry(folder, "stale (built for another torch or CPU)")
         if manifest is None and choice == "auto" and not (existed or stale):
-            report.reason = "no compiled entry yet (Encoder.warm_up() builds one)"
+            report.reason = "no compiled entry yet: Encoder.warm_up() builds one"
             return None, 0, report
         if manifest is None:
             logger.warning("Compiling %s (%s) for this CPU, once per machine...", prefix, dtype)
