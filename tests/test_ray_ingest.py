@@ -196,10 +196,12 @@ def _ingest_command(corpus: Path, server: str, collection: str) -> list[str]:
             "--ray-batch-rows", "4", "--no-progress"]  # fmt: skip
 
 
-def test_killing_the_driver_then_rerunning_completes_without_duplicates(
-    encoder: Any, server: str, corpus: Path, reference: Pipeline
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_stopping_the_driver_then_rerunning_completes_without_duplicates(
+    encoder: Any, server: str, corpus: Path, reference: Pipeline, stop: signal.Signals
 ) -> None:
-    name = "ray-driver-kill"
+    """The driver killed (or Ctrl-C in its terminal: the whole process group), then re-run."""
+    name = f"ray-driver-{stop.name.lower()}"
     env = dict(os.environ)
     proc = subprocess.Popen(
         _ingest_command(corpus, server, name),
@@ -219,9 +221,14 @@ def test_killing_the_driver_then_rerunning_completes_without_duplicates(
         except Exception:  # noqa: BLE001 - not created yet
             count = 0
     assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    assert 0 < count < total  # killed mid-run
+    os.killpg(proc.pid, stop)
+    code = proc.wait(60)
+    assert 0 < count < total  # stopped mid-run
+    if stop == signal.SIGINT:  # one sentence, no traceback
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert code == 130, err
+        assert "interrupted;" in err and "Run the same command again to resume." in err
+        assert "Traceback" not in err
 
     rerun = subprocess.run(
         [*_ingest_command(corpus, server, name), "--json"],
@@ -292,7 +299,7 @@ def test_cli_local_runtime_export_and_load(
             "--to-parquet",
             str(export),
             *base,
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -310,7 +317,7 @@ def test_cli_local_runtime_export_and_load(
             "cli-load",
             "--json",
             "--no-progress",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=600,

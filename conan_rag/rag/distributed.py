@@ -11,41 +11,35 @@ rules). Ray then runs three stages (:mod:`~conan_rag.rag.ray_stages`):
    from the driver into an embedded store, or from a pool of writer actors into a Chroma server.
    With ``to_parquet`` the vectors go to Parquet files instead (see :mod:`~conan_rag.rag.export`).
 
-A document is marked complete (chunk 0 gets its ``n_chunks``) only after every stage has
-finished, so all its chunks are stored; then its stale chunks are deleted. Every write is an
-idempotent upsert of deterministic ids, so Ray's task retries and a re-run after a killed driver
-add no duplicates, and a re-run embeds only what is missing. A run that loses an actor or a
-worker (``ray.kill``, a crash, a lost node) plans again from the collection and finishes what
-is missing, up to ``attempts`` times.
+A document is marked complete (chunk 0 gets its ``n_chunks``) only once the driver has seen all
+its chunks written (:mod:`~conan_rag.rag.completion`); then its stale chunks are deleted. Every
+write is an idempotent upsert of deterministic ids, so Ray's task retries and a re-run after a
+killed driver add no duplicates, and a re-run embeds only what is missing. A run that loses an
+actor or a worker (``ray.kill``, a crash, a lost node) plans again from the collection and
+finishes what is missing, up to ``attempts`` times. Ctrl-C keeps every completed document.
 
-Example:
-    >>> RayEngine(address="ray://head:10001", encoders=4, gpus_per_encoder=1).address
-    'ray://head:10001'
-    >>> RayEngine(address="cluster")
-    Traceback (most recent call last):
-    ...
-    conan_rag.errors.ConanConfigError: Ray address 'cluster' is not one of local, auto or \
-ray://HOST:PORT.
+Example (``Pipeline.ingest(..., engine=RayEngine(...))`` runs this)::
+
+    from conan_rag.rag.distributed import RayEngine
+    pipe = Pipeline(load_encoder(), url="http://chroma:8000")
+    pipe.ingest(["corpus/"], engine=RayEngine(address="auto", encoders=8, gpus_per_encoder=1))
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import pickle
 import shutil
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conan_rag.errors import ConanConfigError
 from conan_rag.rag import ray_stages
+from conan_rag.rag.completion import Completer
 from conan_rag.rag.export import CHUNKS, check_export_folder, report_of, write_export
 from conan_rag.rag.ingest import Ingest, Plan
+from conan_rag.rag.ray_engine import RayEngine, ray_runtime, retryable_errors
 from conan_rag.rag.report import IngestInterrupted, IngestReport
 from conan_rag.rag.store import TOKEN_ENV
 
@@ -55,115 +49,6 @@ if TYPE_CHECKING:
     from conan_rag.rag.documents import DocumentLike
 
 logger = logging.getLogger(__name__)
-
-ADDRESSES = ("local", "auto", "ray://HOST:PORT")
-INSTALL = "pip install 'conan-rag[ray]'"
-
-
-@dataclass(frozen=True)
-class RayEngine:
-    """How to run an ingest on Ray (config as data: :meth:`to_dict` / :meth:`from_dict`).
-
-    Args:
-        address: ``"local"`` starts a Ray runtime on this machine for the run and stops it
-            after; ``"auto"`` joins the cluster this machine belongs to; ``"ray://HOST:PORT"``
-            connects to a remote cluster with Ray Client. An already initialized Ray is used
-            as it is (and left running).
-        encoders: encoder actors (one model instance each).
-        gpus_per_encoder: GPUs each actor reserves (1 on a GPU cluster: one actor per GPU).
-        cpus_per_encoder: CPUs each actor reserves.
-        threads_per_encoder: torch threads per actor (default: Ray's, one per reserved CPU).
-        writers: writer actors for a Chroma server (an embedded store is written by the
-            driver).
-        batch_rows: rows per batch sent to an encoder actor.
-        attempts: runs (each planned again from the collection) before a lost actor or
-            worker fails the ingest.
-        num_cpus: CPUs of a ``"local"`` runtime (default: all of this machine's).
-    """
-
-    address: str = "local"
-    encoders: int = 1
-    gpus_per_encoder: float = 0.0
-    cpus_per_encoder: float = 1.0
-    threads_per_encoder: int | None = None
-    writers: int = 1
-    batch_rows: int = 256
-    attempts: int = 3
-    num_cpus: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.address not in ("local", "auto") and not self.address.startswith("ray://"):
-            raise ConanConfigError(
-                f"Ray address {self.address!r} is not one of local, auto or ray://HOST:PORT.",
-                setting="address",
-                value=self.address,
-                choices=ADDRESSES,
-            )
-        for name in ("encoders", "writers", "batch_rows", "attempts"):
-            if int(getattr(self, name)) < 1:
-                raise ConanConfigError(
-                    f"{name} must be at least 1, not {getattr(self, name)!r}.", setting=name
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a dict (JSON-ready)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RayEngine:
-        """Settings back from :meth:`to_dict`; unknown keys are refused, naming the valid ones.
-
-        Example:
-            >>> RayEngine.from_dict(RayEngine(encoders=2).to_dict()) == RayEngine(encoders=2)
-            True
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConanConfigError(
-                f"Unknown Ray engine settings {unknown}; valid ones are {sorted(known)}.",
-                setting=unknown[0],
-                choices=tuple(sorted(known)),
-            )
-        return cls(**data)
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data  # Ray Data is the part we need
-    except ImportError as exc:
-        raise ImportError(
-            f"The Ray ingest needs Ray Data ({exc}); install it with `{INSTALL}`."
-        ) from None
-    return ray
-
-
-@contextmanager
-def ray_runtime(engine: RayEngine) -> Iterator[Any]:
-    """Ray, initialized for ``engine`` (and shut down after, if this call started it)."""
-    ray = _import_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    # Workers inherit this process's environment on a local runtime; on a cluster, the Chroma
-    # token is passed to the writer actors only (see _write_stage).
-    if engine.address == "local":
-        ray.init(address="local", num_cpus=engine.num_cpus, include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)  # fmt: skip
-    else:
-        ray.init(address=engine.address, configure_logging=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def _retryable(ray: Any) -> tuple[type[BaseException], ...]:
-    """Ray's errors for lost actors, workers, objects and nodes (not errors in our code)."""
-    names = ("ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
-             "ObjectLostError", "NodeDiedError", "OwnerDiedError")  # fmt: skip
-    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
 
 
 class RayIngest:
@@ -213,19 +98,21 @@ class RayIngest:
         inputs = list(inputs)
         progress = self.ingest.progress
         try:
-            progress.phase("starting ray", unit="step")
+            progress.phase("starting ray", total=1, unit="step")
             with ray_runtime(self.engine) as ray:
+                progress.advance(1)
                 added: dict[str, bool] = {}  # first plan's view: a retried document stays "added"
                 for attempt in range(1, self.engine.attempts + 1):
                     self.attempts_used = attempt
-                    self._reset_report()
+                    prior = self._reset_report()
                     plan = self.ingest.plan(inputs, prune=prune)
+                    self._carry(prior)
                     for key, job in plan.todo.items():
                         job.added = added.setdefault(key, job.added)
                     try:
                         self._execute(ray, plan)
                         break
-                    except _retryable(ray) as exc:
+                    except retryable_errors(ray) as exc:
                         if attempt == self.engine.attempts:
                             raise
                         logger.warning("Ray lost a worker (%s); planning again from the "
@@ -238,9 +125,22 @@ class RayIngest:
         progress.close()
         return self.report
 
-    def _reset_report(self) -> None:
+    def _reset_report(self) -> IngestReport:
+        """A fresh report for the next plan; returns the one so far."""
+        prior = self.ingest.report
         self.ingest.report = IngestReport()
         self.ingest._seen.clear()
+        return prior
+
+    def _carry(self, prior: IngestReport) -> None:
+        """Keep what earlier attempts wrote (the new plan sees their documents as unchanged)."""
+        report = self.report
+        report.added += prior.added
+        report.updated += prior.updated
+        report.unchanged = max(0, report.unchanged - prior.added - prior.updated)
+        report.chunks_embedded += prior.chunks_embedded
+        report.chunks_deleted += prior.chunks_deleted
+        report.completed += prior.completed
 
     # -- the dataset ------------------------------------------------------------------------
     def _units(self, plan: Plan) -> list[dict[str, Any]]:
@@ -271,7 +171,7 @@ class RayIngest:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # our progress reports the run, per batch
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         items = self._units(plan)
         blocks = max(1, min(len(items), 64))
         config = encoder.config.replace(device="cuda" if engine.gpus_per_encoder else "cpu")
@@ -332,66 +232,21 @@ class RayIngest:
                 raise
             self.ingest.report = report_of(manifest, self.report)
             return
-        report, progress = self.report, self.ingest.progress
-        total = sum(job.chars for job in plan.todo.values())
-        completions: list[tuple[str, int]] = []  # (chunk 0 id, count): ~100 bytes per document
-        stale: list[str] = list(plan.deletions)
+        progress = self.ingest.progress
+        completer = Completer(self.ingest.collection, self.ingest.write_batch, self.report)
         if plan.todo:
             ds = self.dataset(ray, plan)
             if self.url is not None:
                 ds = self._write_stage(ds)
-            progress.phase("embedding", total=total, unit="char")
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                if self.url is None:
-                    batch = ray_stages.write_rows(
-                        self.ingest.collection, batch, self.ingest.write_batch
-                    )
-                written = self._tally(batch, completions, stale)
-                progress.advance(int(batch["chars"].sum()), chunks=written)
-        progress.phase("completing", total=len(completions) + len(stale), unit="record")
-        self._complete(completions, stale)
-        report.completed = len(completions)
-
-    def _tally(self, batch: ray_stages.Batch, completions: list[tuple[str, int]],
-               stale: list[str]) -> int:  # fmt: skip
-        """Count a written batch into the report; return how many chunks it wrote."""
-        report = self.report
-        before = report.chunks_embedded
-        for kind, chunk_id, key, n, stale_json, added, text in zip(
-            batch["kind"], batch["id"], batch["key"], batch["n"], batch["stale"],
-            batch["added"], batch["text"],
-        ):  # fmt: skip
-            if kind == "skip":
-                report.skipped.append((str(key), str(text)))
-                continue
-            if kind in ray_stages.EMBEDDED:
-                report.chunks_embedded += 1
-            if kind in ("first", "done"):
-                if kind == "first":
-                    completions.append((str(chunk_id), int(n)))
-                stale.extend(json.loads(stale_json))
-                if added:
-                    report.added += 1
-                else:
-                    report.updated += 1
-        return report.chunks_embedded - before
-
-    def _complete(self, completions: list[tuple[str, int]], stale: list[str]) -> None:
-        """Mark documents complete (chunk 0 gets its count), then delete stale chunks."""
-        collection, limit = self.ingest.collection, self.ingest.write_batch
-        progress = self.ingest.progress
-        for start in range(0, len(completions), limit):
-            part = completions[start : start + limit]
-            update = functools.partial(
-                collection.update,
-                ids=[i for i, _ in part],
-                metadatas=[{"n_chunks": n} for _, n in part],
-            )
-            ray_stages.with_retries(update, f"completion of {len(part)} documents")
-            progress.advance(len(part))
-        for start in range(0, len(stale), limit):
-            part_ids = stale[start : start + limit]
-            delete = functools.partial(collection.delete, ids=part_ids)
-            ray_stages.with_retries(delete, f"deletion of {len(part_ids)} chunks")
-            progress.advance(len(part_ids))
-        self.report.chunks_deleted += len(stale)
+            progress.phase("embedding", total=sum(j.chars for j in plan.todo.values()), unit="char")
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    if self.url is None:
+                        batch = ray_stages.write_rows(
+                            self.ingest.collection, batch, self.ingest.write_batch
+                        )
+                    written = completer.tally(batch)
+                    progress.advance(int(batch["chars"].sum()), chunks=written)
+            finally:  # also on Ctrl-C or a lost actor: documents fully written stay complete
+                completer.flush()
+        completer.delete(plan.deletions)  # emptied and pruned documents, once all else is done

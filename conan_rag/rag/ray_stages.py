@@ -13,6 +13,7 @@ testable without Ray. Rows flow through the stages with these columns:
 ``meta``   the chunk's metadata as JSON (chunk 0's includes ``n_chunks``)
 ``key``    the document key (for ``skip``: the source)
 ``n``      the document's chunk count (``first``/``done``), else 0
+``parts``  how many ``chunk`` rows the document has in this run (``first``/``done``), else 0
 ``stale``  JSON list of stored chunk ids of the document to delete once it is complete
 ``chars``  characters of text the row accounts for (progress)
 ``added``  the document was not stored before (``first``/``done``)
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
 T = TypeVar("T")
-COLUMNS = ("kind", "id", "text", "embed", "meta", "key", "n", "stale", "chars", "added")
+COLUMNS = ("kind", "id", "text", "embed", "meta", "key", "n", "parts", "stale", "chars", "added")
 EMBEDDED = ("chunk", "first")  # kinds that carry a vector
 ROWS_PER_BATCH = 256  # rows a cut task yields at a time
 WRITE_ATTEMPTS = 5
@@ -70,11 +71,11 @@ class Rows:
         return len(self.columns["kind"])
 
     def add(self, kind: str, chunk_id: str, text: str, embed: str, meta: dict[str, Any],
-            key: str, *, n: int = 0, stale: list[str] | None = None, chars: int = 0,
-            added: bool = False) -> None:  # fmt: skip
+            key: str, *, n: int = 0, parts: int = 0, stale: list[str] | None = None,
+            chars: int = 0, added: bool = False) -> None:  # fmt: skip
         """Append one row."""
         values = (kind, chunk_id, text, embed, json.dumps(meta, ensure_ascii=False), key, n,
-                  json.dumps(stale or []), chars, added)  # fmt: skip
+                  parts, json.dumps(stale or []), chars, added)  # fmt: skip
         for name, value in zip(COLUMNS, values, strict=True):
             self.columns[name].append(value)
 
@@ -86,7 +87,7 @@ class Rows:
         """The rows as numpy columns (strings as object arrays); the rows are cleared."""
         out: Batch = {}
         for name, values in self.columns.items():
-            if name in ("n", "chars"):
+            if name in ("n", "parts", "chars"):
                 out[name] = np.asarray(values, dtype=np.int64)
             elif name == "added":
                 out[name] = np.asarray(values, dtype=bool)
@@ -122,15 +123,16 @@ def _cut_one(doc: DocumentLike, job: Job, chunker: Chunker, rows: Rows) -> Itera
     if cut.changed:
         rows.skip(doc.key, "changed while being ingested; run again")
         return
+    parts = len(pending)
     for name, values in pending.columns.items():
         rows.columns[name].extend(values)
+    last: dict[str, Any] = {"n": cut.chunks, "parts": parts, "stale": cut.stale,
+                            "chars": chars, "added": job.added}  # fmt: skip
     if cut.first is not None:
         chunk, meta = cut.first
-        rows.add("first", chunk.id, chunk.text, chunk.embed_text, meta, doc.key, n=cut.chunks,
-                 stale=cut.stale, chars=chars, added=job.added)  # fmt: skip
+        rows.add("first", chunk.id, chunk.text, chunk.embed_text, meta, doc.key, **last)
     else:
-        rows.add("done", "", "", "", {}, doc.key, n=cut.chunks, stale=cut.stale, chars=chars,
-                 added=job.added)  # fmt: skip
+        rows.add("done", "", "", "", {}, doc.key, **last)
     if len(rows) >= ROWS_PER_BATCH:
         yield rows.batch()
 
@@ -214,7 +216,7 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = WRITE_ATTEM
 
 def summary(batch: Batch) -> Batch:
     """The columns the driver needs back from a written batch (no texts, no vectors)."""
-    keep = ("kind", "id", "key", "n", "stale", "chars", "added", "text")
+    keep = ("kind", "id", "key", "n", "parts", "stale", "chars", "added", "text")
     out = {name: batch[name] for name in keep}
     out["text"] = np.where(batch["kind"] == "skip", batch["text"], "").astype(object)
     return out
