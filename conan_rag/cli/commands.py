@@ -1,4 +1,4 @@
-"""The ``conan-rag`` commands: ingest, query, eval, info, demo and serve.
+"""The ``conan-rag`` commands: ingest, load, query, eval, info, demo and serve.
 
 Each command checks what it cheaply can first (paths, options, the store folder), then loads the
 model, then opens the store, so a failure leaves nothing behind. Library errors are turned into

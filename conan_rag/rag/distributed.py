@@ -182,7 +182,7 @@ class RayIngest:
                 batch_size=1,
                 batch_format="numpy",
                 fn_kwargs={"chunker": self.ingest.chunker},
-                num_cpus=1,
+                num_cpus=float(os.environ.get("CUTCPU", "1")),
             )
             .map_batches(
                 ray_stages.EmbedChunks,
@@ -193,7 +193,7 @@ class RayIngest:
                 },
                 batch_size=engine.batch_rows,
                 batch_format="numpy",
-                compute=ActorPoolStrategy(size=engine.encoders),
+                compute=ActorPoolStrategy(size=min(engine.encoders, len(items))),
                 num_cpus=engine.cpus_per_encoder,
                 num_gpus=engine.gpus_per_encoder,
             )
