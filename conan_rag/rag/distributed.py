@@ -97,33 +97,47 @@ class RayIngest:
         """
         inputs = list(inputs)
         progress = self.ingest.progress
+        added: dict[str, bool] = {}  # the first plan's view: a retried document stays "added"
         try:
-            progress.phase("starting ray", total=1, unit="step")
-            with ray_runtime(self.engine) as ray:
-                progress.advance(1)
-                added: dict[str, bool] = {}  # first plan's view: a retried document stays "added"
-                for attempt in range(1, self.engine.attempts + 1):
-                    self.attempts_used = attempt
-                    prior = self._reset_report()
-                    plan = self.ingest.plan(inputs, prune=prune)
-                    self._carry(prior)
-                    for key, job in plan.todo.items():
-                        job.added = added.setdefault(key, job.added)
-                    try:
-                        self._execute(ray, plan)
-                        break
-                    except retryable_errors(ray) as exc:
-                        if attempt == self.engine.attempts:
-                            raise
-                        logger.warning("Ray lost a worker (%s); planning again from the "
-                                       "collection (attempt %d of %d)", type(exc).__name__,
-                                       attempt + 1, self.engine.attempts)  # fmt: skip
+            plan = self._plan(inputs, prune, added)
+            if not plan.todo:  # nothing to embed (a re-run): no Ray needed
+                self._execute(None, plan)
+            else:
+                progress.phase("starting ray", total=1, unit="step")
+                with ray_runtime(self.engine) as ray:
+                    progress.advance(1)
+                    self._attempts(ray, plan, inputs, prune, added)
         except KeyboardInterrupt:
             progress.close()
             self.report.interrupted = True
             raise IngestInterrupted(self.report) from None
         progress.close()
         return self.report
+
+    def _attempts(self, ray: Any, plan: Plan, inputs: list[Any], prune: bool,
+                  added: dict[str, bool]) -> None:  # fmt: skip
+        for attempt in range(1, self.engine.attempts + 1):
+            self.attempts_used = attempt
+            if attempt > 1:
+                plan = self._plan(inputs, prune, added)
+            try:
+                self._execute(ray, plan)
+                return
+            except retryable_errors(ray) as exc:
+                if attempt == self.engine.attempts:
+                    raise
+                logger.warning("Ray lost a worker (%s); planning again from the collection "
+                               "(attempt %d of %d)", type(exc).__name__, attempt + 1,
+                               self.engine.attempts)  # fmt: skip
+
+    def _plan(self, inputs: list[Any], prune: bool, added: dict[str, bool]) -> Plan:
+        """Plan (again) from the collection, keeping what earlier attempts wrote."""
+        prior = self._reset_report()
+        plan = self.ingest.plan(inputs, prune=prune)
+        self._carry(prior)
+        for key, job in plan.todo.items():
+            job.added = added.setdefault(key, job.added)
+        return plan
 
     def _reset_report(self) -> IngestReport:
         """A fresh report for the next plan; returns the one so far."""
@@ -182,7 +196,7 @@ class RayIngest:
                 batch_size=1,
                 batch_format="numpy",
                 fn_kwargs={"chunker": self.ingest.chunker},
-                num_cpus=float(os.environ.get("CUTCPU", "1")),
+                num_cpus=1,
             )
             .map_batches(
                 ray_stages.EmbedChunks,
@@ -223,8 +237,10 @@ class RayIngest:
     def _execute(self, ray: Any, plan: Plan) -> None:
         if self.to_parquet is not None:
             self.ingest.progress.phase("exporting", unit="file")
-            ds = self.dataset(ray, plan) if plan.todo else None
-            ray.data.DataContext.get_current().enable_progress_bars = self.ingest.progress.show
+            ds = None
+            if ray is not None:
+                ds = self.dataset(ray, plan)
+                ray.data.DataContext.get_current().enable_progress_bars = self.ingest.progress.show
             try:
                 manifest = write_export(ds, self.to_parquet, self.ingest.encoder, plan, self.name)
             except BaseException:
@@ -234,7 +250,7 @@ class RayIngest:
             return
         progress = self.ingest.progress
         completer = Completer(self.ingest.collection, self.ingest.write_batch, self.report)
-        if plan.todo:
+        if ray is not None:
             ds = self.dataset(ray, plan)
             if self.url is not None:
                 ds = self._write_stage(ds)
