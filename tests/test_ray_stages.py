@@ -112,3 +112,32 @@ def test_ray_engine_is_config_as_data_and_refuses_bad_values() -> None:
         RayEngine(encoders=0)
     with pytest.raises(ConanConfigError, match="valid ones are"):
         RayEngine.from_dict({"gpus": 1})
+
+
+def test_cli_refuses_bad_ray_options_before_loading_anything(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conan_rag.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Some text.", encoding="utf-8")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("not an export", encoding="utf-8")
+    db = tmp_path / "db"
+    base = ["ingest", str(docs), "--db", str(db), "--model", MINILM, "--no-progress"]
+    cases = [
+        (["--ray", "cluster"], "local, auto or ray://HOST:PORT"),
+        (["--ray", "local", "--ray-encoders", "0"], "encoders must be at least 1"),
+        (["--to-parquet", str(busy)], "not empty"),
+        (["--ray", "local", "--endpoint", "http://127.0.0.1:9"], "cannot use --endpoint"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not db.exists()  # nothing created
+    assert (busy / "keep.txt").read_text(encoding="utf-8") == "not an export"
+    assert main(["load", str(busy), "--db", str(db)]) == 2  # not an export: refused
+    assert "conan_rag_export.json" in capsys.readouterr().err and not db.exists()

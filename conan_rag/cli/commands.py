@@ -31,7 +31,7 @@ from typing import Any
 
 from conan_rag.adapters import open_encoder
 from conan_rag.encoder import Encoder
-from conan_rag.errors import InputPathError
+from conan_rag.errors import ConanConfigError, InputPathError
 from conan_rag.model.files import DEFAULT_MODEL
 from conan_rag.protocols import EncoderLike
 from conan_rag.rag.chunking import ChunkConfig, Chunker, ChunkMode
@@ -146,6 +146,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _ray_engine(args: argparse.Namespace) -> RayEngine | None:
     if args.ray is None and args.to_parquet is None:
         return None
+    if args.endpoint:
+        raise ConanConfigError(
+            "--ray and --to-parquet embed with Ray Data's encoder actors, which load the model; "
+            "they cannot use --endpoint. Drop one of them.",
+            setting="endpoint",
+        )
     return RayEngine(
         address=args.ray or "local",
         encoders=args.ray_encoders,

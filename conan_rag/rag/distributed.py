@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conan_rag.errors import ConanConfigError
 from conan_rag.rag import ray_stages
 from conan_rag.rag.completion import Completer
 from conan_rag.rag.export import CHUNKS, check_export_folder, report_of, write_export
@@ -74,6 +75,15 @@ class RayIngest:
         collection_name: str,
         to_parquet: str | Path | None = None,
     ) -> None:
+        from conan_rag.remote import RemoteEncoder
+
+        if isinstance(ingest.encoder, RemoteEncoder):
+            raise ConanConfigError(
+                "The Ray ingest embeds with encoder actors that load the model; it cannot use an "
+                "encoder served over HTTP (endpoint). Load the model locally, or ingest without "
+                "Ray.",
+                setting="endpoint",
+            )
         self.ingest = ingest
         self.engine = engine
         self.url = url
