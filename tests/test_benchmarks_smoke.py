@@ -59,3 +59,21 @@ def test_benchmarks_run_with_smoke_sizes() -> None:
     assert float(rows["conan-float32"][3]) >= 0.99999  # min cosine vs sentence-transformers fp32
     assert 0.999 <= float(rows["conan-bfloat16"][3]) < 1.0  # bf16 really ran: close, not equal
     assert float(rows["st-fp32"][3]) >= 0.99999
+
+
+def test_ray_ingest_benchmark_runs_with_smoke_sizes() -> None:
+    """Single-process vs Ray (its own local runtime): same chunks, a figure for each."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/ray_ingest.py", "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line[:4] in
+            ("sing", "ray1")}  # fmt: skip
+    assert float(rows["single"][2]) > 0 and float(rows["ray1"][2]) > 0  # chunks/s
+    assert rows["single"][3] == "1.00x" and float(rows["ray1"][3].rstrip("x")) > 0
+    assert "Ray local runtime start + stop alone:" in proc.stdout

@@ -22,6 +22,7 @@ def test_the_example_notebooks_exist() -> None:
         "03_llamaindex_rag",
         "04_threshold_tuning",
         "05_serving",
+        "06_scale_out",
         "07_hybrid_chinese",
     ):
         assert expected in names

@@ -1,11 +1,14 @@
-"""The ``conan-rag`` command: ingest, query, eval, info and demo over a Chroma collection; serve.
+"""The ``conan-rag`` command: ingest, load, query, eval, info, demo (on Chroma) and serve.
 
 Every collection command takes ``--db`` (embedded store folder), ``--chroma-url`` (a ``chroma
 run`` server; its token comes only from ``CONAN_RAG_CHROMA_TOKEN``), ``--model``,
 ``--collection`` and ``--endpoint`` (embed on a ``conan-rag serve`` server; its key comes only
 from ``CONAN_RAG_API_KEY``). Without ``--model`` a command uses the model the collection records
 (then ``$CONAN_RAG_MODEL``, then the default); a ``--model`` different from the recorded one is
-refused. ``serve`` runs the shared encoder over HTTP (:mod:`conan_rag.server`).
+refused. ``ingest --ray ADDRESS`` cuts and embeds on Ray Data (:mod:`conan_rag.rag.distributed`);
+``ingest --to-parquet DIR`` exports the vectors and ``load DIR`` stores them
+(:mod:`conan_rag.rag.export`). ``serve`` runs the shared encoder over HTTP
+(:mod:`conan_rag.server`).
 
 Exit status: 0 done (``serve``: also when stopped by SIGTERM or Ctrl-C, after answering the
 requests in flight); 1 ingest stored nothing; 2 a usage or data error (one line, naming the fix);

@@ -1,4 +1,4 @@
-"""The ``conan-rag`` commands: ingest, query, eval, info, demo and serve.
+"""The ``conan-rag`` commands: ingest, load, query, eval, info, demo and serve.
 
 Each command checks what it cheaply can first (paths, options, the store folder), then loads the
 model, then opens the store, so a failure leaves nothing behind. Library errors are turned into
@@ -31,14 +31,22 @@ from typing import Any
 
 from conan_rag.adapters import open_encoder
 from conan_rag.encoder import Encoder
-from conan_rag.errors import InputPathError
+from conan_rag.errors import ConanConfigError, InputPathError
 from conan_rag.model.files import DEFAULT_MODEL
 from conan_rag.protocols import EncoderLike
 from conan_rag.rag.chunking import ChunkConfig, Chunker, ChunkMode
+from conan_rag.rag.distributed import RayEngine
+from conan_rag.rag.export import check_export_folder
 from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
 from conan_rag.rag.report import IngestReport
 from conan_rag.rag.retrieval import RetrievalOptions, check_query
-from conan_rag.rag.store import DEFAULT_COLLECTION, check_location, open_client, recorded_config
+from conan_rag.rag.store import (
+    DEFAULT_COLLECTION,
+    batch_size,
+    check_location,
+    open_client,
+    recorded_config,
+)
 from conan_rag.registry import load_encoder
 from conan_rag.remote import API_KEY_ENV
 
@@ -112,9 +120,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if missing:
         raise InputPathError(missing)
     chunking = ChunkConfig(max_tokens=args.chunk_tokens, overlap_tokens=args.overlap)
+    engine = _ray_engine(args)  # checked before the model loads
+    if args.to_parquet is not None:
+        check_export_folder(args.to_parquet)
     pipe = _open(args, write=True, chunking=chunking)
     start = time.perf_counter()
-    report = pipe.ingest(args.paths, prune=args.prune, show_progress=not args.no_progress)
+    report = pipe.ingest(
+        args.paths,
+        prune=args.prune,
+        show_progress=not args.no_progress,
+        engine=engine,
+        to_parquet=args.to_parquet,
+    )
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -124,6 +141,51 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if report.explain():
             print(report.explain())
     return 1 if report.stored_nothing and not report.deleted else 0
+
+
+def _ray_engine(args: argparse.Namespace) -> RayEngine | None:
+    if args.ray is None and args.to_parquet is None:
+        return None
+    if args.endpoint:
+        raise ConanConfigError(
+            "--ray and --to-parquet embed with Ray Data's encoder actors, which load the model; "
+            "they cannot use --endpoint. Drop one of them.",
+            setting="endpoint",
+        )
+    return RayEngine(
+        address=args.ray or "local",
+        encoders=args.ray_encoders,
+        gpus_per_encoder=args.ray_gpus_per_encoder,
+        cpus_per_encoder=args.ray_cpus_per_encoder,
+        batch_rows=args.ray_batch_rows,
+    )
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """``conan-rag load DIR [--db | --chroma-url] [--collection]``: store a Parquet export."""
+    from conan_rag.rag.export import load_export, read_manifest
+    from conan_rag.rag.progress import Progress
+
+    manifest = read_manifest(args.folder)  # before touching the store
+    name = args.collection or str(manifest["collection"])
+    client = open_client(args.db, args.chroma_url, write=True)
+    start = time.perf_counter()
+    report = load_export(
+        args.folder,
+        client,
+        name,
+        write_batch=batch_size(client, None),
+        progress=Progress(None, not args.no_progress),
+    )
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(
+            f"{name}: loaded {report.chunks_embedded} chunks ({report.completed} documents "
+            f"completed, {report.chunks_deleted} chunks deleted) in "
+            f"{time.perf_counter() - start:.1f}s"
+        )
+    return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -318,6 +380,7 @@ COMMANDS = {
     "query": cmd_query,
     "eval": cmd_eval,
     "info": cmd_info,
+    "load": cmd_load,
     "demo": cmd_demo,
     "serve": cmd_serve,
 }

@@ -15,6 +15,7 @@ from conan_rag import __version__
 from conan_rag.config import DEFAULT_TOKEN_BUDGETS
 from conan_rag.model.files import BUNDLED_MINILM, DEFAULT_MODEL
 from conan_rag.rag.chunking import DEFAULT_OVERLAP
+from conan_rag.rag.distributed import RayEngine
 from conan_rag.rag.documents import SUFFIXES
 from conan_rag.rag.pipeline import MODEL_ENV
 from conan_rag.rag.retrieval import RETRIEVAL_MODES, RetrievalOptions
@@ -130,7 +131,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tokens shared by consecutive chunks",
     )
+    _ray_flags(ingest)
     _common(ingest)
+
+    load = _sub(
+        sub,
+        "load",
+        "store an export made with `ingest --to-parquet DIR` in a collection",
+        "Writes each document's chunks, then its chunk 0 (which marks it complete), then "
+        "deletes stale chunks; a collection built with another model is refused. Loading "
+        "again is harmless.",
+    )
+    load.add_argument("folder", metavar="DIR", help="the export folder")
+    load.add_argument("--db", default=DEFAULT_DB, help="folder of the embedded Chroma store")
+    load.add_argument(
+        "--chroma-url",
+        default=None,
+        metavar="URL",
+        help=f"http://HOST:PORT of a Chroma server instead of --db; token from ${TOKEN_ENV} "
+        "(default: none, use --db)",
+    )
+    load.add_argument(
+        "--collection", default=None, help="collection name (default: the one exported from)"
+    )
+    load.add_argument("--json", action="store_true", help="print JSON")
+    load.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     query = _sub(sub, "query", "retrieve passages for a question")
     query.add_argument("text", metavar="TEXT", help="the question")
@@ -205,6 +230,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _serve(sub)
     return parser
+
+
+def _ray_flags(parser: argparse.ArgumentParser) -> None:
+    engine = RayEngine()
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="cut and embed on Ray Data: local (a Ray runtime for this run), auto (the cluster "
+        "this machine is in) or ray://HOST:PORT; needs conan-rag[ray] (default: this process)",
+    )
+    parser.add_argument(
+        "--ray-encoders", type=int, default=engine.encoders, metavar="N", help="encoder actors"
+    )
+    parser.add_argument(
+        "--ray-gpus-per-encoder",
+        type=float,
+        default=engine.gpus_per_encoder,
+        metavar="G",
+        help="GPUs per encoder actor (1 on a GPU cluster: one actor per GPU)",
+    )
+    parser.add_argument(
+        "--ray-cpus-per-encoder",
+        type=float,
+        default=engine.cpus_per_encoder,
+        metavar="C",
+        help="CPUs per encoder actor",
+    )
+    parser.add_argument(
+        "--ray-batch-rows",
+        type=int,
+        default=engine.batch_rows,
+        metavar="N",
+        help="chunks per batch sent to an encoder actor",
+    )
+    parser.add_argument(
+        "--to-parquet",
+        default=None,
+        metavar="DIR",
+        help="with --ray (default local): write ids, texts, metadata and vectors to Parquet in "
+        "this new folder instead of the collection; store them later with `conan-rag load DIR` "
+        "(default: write to the collection)",
+    )
 
 
 def _rerank_flags(parser: argparse.ArgumentParser) -> None:

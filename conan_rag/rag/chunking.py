@@ -115,6 +115,16 @@ class Chunker:
             ).encode()
         ).hexdigest()[:16]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its lock (a Ray task gets a copy: same tokenizer, same hashes)."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # -- token counting ---------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         """Tokens the encoder feeds for ``text`` (prompt and special tokens included)."""

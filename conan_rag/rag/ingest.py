@@ -36,15 +36,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conan_rag.errors import InputPathError, LoaderError
-from conan_rag.rag.chunking import Chunk, Chunker, Digest, text_bytes
+from conan_rag.rag.chunking import Chunker, Digest
 from conan_rag.rag.decoding import DecodingError, redetect
 from conan_rag.rag.discovery import Discovery, discover
-from conan_rag.rag.documents import BLOCK_CHARS, DocumentLike, TextFile, read_file
+from conan_rag.rag.documents import DocumentLike, TextFile, read_file
+from conan_rag.rag.plan import Cut, Job, StoredDocument, Unit, cut_document, source_of
 from conan_rag.rag.progress import Progress
 from conan_rag.rag.report import IngestInterrupted, IngestReport
 from conan_rag.rag.store import iter_metadatas
@@ -57,57 +58,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Unit = Path | DocumentLike  # a file to read, or one in-memory document
-
 
 @dataclass
-class _Stored:
-    """What the collection holds for one document."""
+class Plan:
+    """What a run will do, worked out before anything is embedded.
 
-    ids: dict[str, str] = field(default_factory=dict)  # chunk id -> document hash
-    n_chunks: int | None = None  # recorded on chunk 0 once the document is complete
-    source: str = ""
+    Attributes:
+        units: files and in-memory documents, in input order.
+        todo: document key → the job of embedding it.
+        deletions: chunk ids to delete (empty documents' chunks, and what pruning removes).
+    """
 
-    def complete(self, digest: str) -> bool:
-        return (
-            self.n_chunks == len(self.ids)
-            and bool(self.ids)
-            and all(h == digest for h in self.ids.values())
-        )
-
-
-@dataclass
-class _Todo:
-    """A document to embed: its hash, length and source, and what is stored of it."""
-
-    digest: str
-    chars: int
-    source: str
-    have: dict[str, str]
-    added: bool
-
-
-def _scalar_metadata(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if isinstance(v, (str, int, float, bool))}
-
-
-def _source_of(unit: Unit) -> str:
-    return str(unit) if isinstance(unit, Path) else unit.source
-
-
-class _Hashing:
-    """A document whose blocks also feed a hash (to see it did not change between reads)."""
-
-    def __init__(self, document: DocumentLike, chunker: Chunker) -> None:
-        self.document = document
-        self.hasher = chunker.start_digest(document)
-        self.doc_id, self.source, self.key = document.doc_id, document.source, document.key
-        self.title, self.metadata = document.title, document.metadata
-
-    def blocks(self, size: int = BLOCK_CHARS) -> Iterator[str]:
-        for block in self.document.blocks(size):
-            self.hasher.update(text_bytes(block))
-            yield block
+    units: list[Unit]
+    todo: dict[str, Job]
+    deletions: list[str]
 
 
 class Ingest:
@@ -154,15 +118,11 @@ class Ingest:
         """
         writer: Writer | None = None
         try:
-            units, found = self._scan(inputs)
-            stored = self._stored()
-            todo, deletions, read = self._check(units, stored)
-            if prune:
-                deletions += self._prune(stored, read, found)
+            plan = self.plan(inputs, prune=prune)
             writer = Writer(
                 self.collection, self.encoder, self.report, self.progress, self.write_batch
             )
-            self._embed(units, todo, writer, deletions)
+            self._embed(plan.units, plan.todo, writer, plan.deletions)
             writer.close()
         except KeyboardInterrupt:
             if writer is not None:
@@ -177,6 +137,25 @@ class Ingest:
             raise
         self.progress.close()
         return self.report
+
+    def plan(self, inputs: Iterable[str | Path | DocumentLike], *, prune: bool = False) -> Plan:
+        """Scan the inputs and diff them against the collection (phases 1 and 2).
+
+        Every engine starts from this plan, so all store the same chunks.
+
+        Raises:
+            InputPathError: a named path does not exist (nothing is read, written or deleted).
+        """
+        units, found = self._scan(inputs)
+        stored = self._stored()
+        todo, deletions, read = self._check(units, stored)
+        if prune:
+            deletions += self._prune(stored, read, found)
+        return Plan(units, todo, deletions)
+
+    def documents(self, unit: Unit) -> Iterator[DocumentLike]:
+        """The documents of a unit (read with the encoding the check settled on)."""
+        return self._documents(unit)
 
     def _scan(self, inputs: Iterable[str | Path | DocumentLike]) -> tuple[list[Unit], Discovery]:
         paths: list[str | Path] = []
@@ -198,14 +177,10 @@ class Ingest:
         self.progress.advance(len(found.files))
         return [*found.files, *units], found
 
-    def _stored(self) -> dict[str, _Stored]:
-        stored: dict[str, _Stored] = {}
+    def _stored(self) -> dict[str, StoredDocument]:
+        stored: dict[str, StoredDocument] = {}
         for chunk_id, meta in iter_metadatas(self.collection):
-            entry = stored.setdefault(str(meta.get("doc_key", "")), _Stored())
-            entry.ids[chunk_id] = str(meta.get("doc_hash", ""))
-            entry.source = str(meta.get("source", ""))
-            if meta.get("chunk_index") == 0 and isinstance(meta.get("n_chunks"), int):
-                entry.n_chunks = int(meta["n_chunks"])
+            stored.setdefault(str(meta.get("doc_key", "")), StoredDocument()).add(chunk_id, meta)
         return stored
 
     # -- phase 2: what changed ----------------------------------------------------------------
@@ -235,22 +210,22 @@ class Ingest:
             return self.chunker.digest(TextFile(doc.path, encoding, doc.title, doc.metadata))
 
     def _check(
-        self, units: list[Unit], stored: dict[str, _Stored]
-    ) -> tuple[dict[str, _Todo], list[str], set[str]]:
+        self, units: list[Unit], stored: dict[str, StoredDocument]
+    ) -> tuple[dict[str, Job], list[str], set[str]]:
         report = self.report
         self.progress.phase("checking", total=len(units), unit="file")
-        todo: dict[str, _Todo] = {}
+        todo: dict[str, Job] = {}
         deletions: list[str] = []
         read: set[str] = set()  # sources read completely this run
         for unit in units:
             try:  # only keys and digests are kept: a big file's documents are not held
                 digests = [(d.key, d.source, self._digest(d)) for d in self._documents(unit)]
             except LoaderError as exc:
-                report.skipped.append((_source_of(unit), exc.reason))
+                report.skipped.append((source_of(unit), exc.reason))
                 logger.warning("Skipping %s", exc)
                 self.progress.advance()
                 continue
-            read.add(_source_of(unit))
+            read.add(source_of(unit))
             for key, source, digest in digests:
                 if key in self._seen:
                     logger.warning("Duplicate document %s: keeping the first one", key)
@@ -266,11 +241,13 @@ class Ingest:
                     report.unchanged += 1
                 else:
                     have = entry.ids if entry is not None else {}
-                    todo[key] = _Todo(digest.hash, digest.chars, source, have, entry is None)
+                    todo[key] = Job(digest.hash, digest.chars, source, have, entry is None)
             self.progress.advance()
         return todo, deletions, read
 
-    def _prune(self, stored: dict[str, _Stored], read: set[str], found: Discovery) -> list[str]:
+    def _prune(
+        self, stored: dict[str, StoredDocument], read: set[str], found: Discovery
+    ) -> list[str]:
         """Chunks of stored documents this run could check are gone."""
         gone: list[str] = []
         for key, entry in stored.items():
@@ -285,7 +262,7 @@ class Ingest:
 
     # -- phase 3: embed and write -------------------------------------------------------------
     def _embed(
-        self, units: list[Unit], todo: dict[str, _Todo], writer: Writer, deletions: list[str]
+        self, units: list[Unit], todo: dict[str, Job], writer: Writer, deletions: list[str]
     ) -> None:
         self.progress.phase("embedding", total=sum(t.chars for t in todo.values()), unit="char")
         group = Group()
@@ -302,49 +279,26 @@ class Ingest:
                     if job is not None:
                         group = self._embed_document(doc, job, group, writer)
             except LoaderError as exc:  # the file changed or vanished since it was checked
-                self.report.skipped.append((_source_of(unit), exc.reason))
+                self.report.skipped.append((source_of(unit), exc.reason))
         group.deletions.extend(deletions)
         writer.put(group)
 
-    def _embed_document(self, doc: DocumentLike, job: _Todo, group: Group, writer: Writer) -> Group:
-        base = {
-            **_scalar_metadata(doc.metadata),
-            "source": doc.source,
-            "doc_id": doc.doc_id,
-            "doc_key": doc.key,
-            "title": doc.title,
-            "doc_hash": job.digest,
-        }
-        hashing = _Hashing(doc, self.chunker)
-        first: tuple[Chunk, dict[str, Any]] | None = None
-        expected: set[str] = set()
-        done_chars = 0
-        for chunk in self.chunker.iter_chunks(hashing):
-            expected.add(chunk.id)
-            meta = {
-                **base,
-                "chunk_index": chunk.index,
-                "char_start": chunk.char_start,
-                "char_end": chunk.char_end,
-            }
-            advance = max(0, chunk.char_end - done_chars)
-            done_chars = max(done_chars, chunk.char_end)
-            group.chars += advance
-            if chunk.index == 0:
-                first = (chunk, meta)
-            elif job.have.get(chunk.id) != job.digest:
-                group.add(chunk, meta)
+    def _embed_document(self, doc: DocumentLike, job: Job, group: Group, writer: Writer) -> Group:
+        cut = Cut()
+        for record, chars in cut_document(doc, job, self.chunker, cut):
+            group.chars += chars
+            if record is not None:
+                group.add(*record)
             if group.tokens >= self.group_tokens or len(group.records) >= self.group_rows:
                 writer.put(group)
                 group = Group()
-        group.chars += max(0, job.chars - done_chars)
-        if hashing.hasher.hexdigest()[:32] != job.digest:
+        group.chars += cut.tail
+        if cut.changed:
             self.report.skipped.append((doc.key, "changed while being ingested; run again"))
             return group
-        if first is not None and job.have.get(first[0].id) != job.digest:
-            first[1]["n_chunks"] = len(expected)
-            group.completions.append(first)
-        group.deletions.extend(i for i in job.have if i not in expected)
+        if cut.first is not None:
+            group.completions.append(cut.first)
+        group.deletions.extend(cut.stale)
         if job.added:
             self.report.added += 1
         else:

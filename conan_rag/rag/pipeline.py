@@ -49,6 +49,8 @@ from conan_rag.registry import load_encoder
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
+    from conan_rag.rag.distributed import RayEngine
+
 MODEL_ENV = "CONAN_RAG_MODEL"
 
 
@@ -104,6 +106,7 @@ class Pipeline:
                 encoder = load_encoder(os.environ.get(MODEL_ENV) or None)
         self.encoder = encoder
         self.name = collection
+        self.url = url if client is None else None  # where Ray writers can reach the store
         self.collection = open_collection(self.client, collection, encoder, create=create)
         self.chunking = chunking or ChunkConfig()
         self._chunker: Chunker | None = None
@@ -140,6 +143,8 @@ class Pipeline:
         prune: bool = False,
         show_progress: bool = False,
         on_progress: ProgressCallback | None = None,
+        engine: RayEngine | None = None,
+        to_parquet: str | Path | None = None,
     ) -> IngestReport:
         """Add new documents, replace changed ones, skip unchanged ones; optionally prune.
 
@@ -153,6 +158,12 @@ class Pipeline:
             show_progress: tqdm bars per phase (scanning, checking, embedding).
             on_progress: called with a :class:`~conan_rag.rag.progress.ProgressEvent` after
                 every step (every model batch while embedding).
+            engine: run on Ray Data (:class:`~conan_rag.rag.distributed.RayEngine`): the same
+                plan and the same stored chunks, cut and embedded by Ray workers; needs
+                ``conan-rag[ray]``. ``None``: this process.
+            to_parquet: with ``engine``, write the vectors to Parquet files in this new folder
+                instead of the collection; load them with ``conan-rag load``
+                (:mod:`~conan_rag.rag.export`).
 
         Returns:
             An :class:`~conan_rag.rag.report.IngestReport`.
@@ -177,8 +188,18 @@ class Pipeline:
             write_batch=self.upsert_batch,
             progress=Progress(on_progress, show_progress),
         )
-        bump_generation(self.collection)  # any lexical index is stale until synced again
-        report = run.run(inputs, prune=prune)
+        if engine is not None or to_parquet is not None:
+            from conan_rag.rag.distributed import RayEngine, RayIngest
+
+            ray_run = RayIngest(run, engine or RayEngine(), url=self.url,
+                                collection_name=self.name, to_parquet=to_parquet)  # fmt: skip
+            if to_parquet is not None:
+                return ray_run.run(inputs, prune=prune)
+            bump_generation(self.collection)
+            report = ray_run.run(inputs, prune=prune)
+        else:
+            bump_generation(self.collection)  # any lexical index is stale until synced again
+            report = run.run(inputs, prune=prune)
         if self.lexical_path.exists():  # keep an index in use in step (killed runs: next search)
             self.collection = self.client.get_collection(self.name, embedding_function=None)
             self.lexical.sync(self.collection)

@@ -26,6 +26,11 @@ DESCRIPTIONS = {
     "checking": "Checking for changes",
     "embedding": "Embedding",
     "deleting": "Deleting",
+    "starting ray": "Starting Ray",
+    "completing": "Marking documents complete",
+    "exporting": "Embedding to Parquet",
+    "loading": "Loading chunks",
+    "loading chunk 0": "Completing documents",
 }
 
 

@@ -206,7 +206,8 @@ def open_client(
         ) from None
 
 
-def _collection_metadata(encoder: EncoderLike) -> dict[str, Any]:
+def collection_metadata(encoder: EncoderLike) -> dict[str, Any]:
+    """What a collection records of the encoder that fills it (model, dim, fingerprint, config)."""
     config = encoder.config.replace(device="auto", dtype="auto").to_dict()
     config["model"] = encoder.model_id
     return {
@@ -290,7 +291,7 @@ def open_collection(
     return client.get_or_create_collection(
         name,
         configuration={"hnsw": HNSW},  # type: ignore[arg-type]
-        metadata=_collection_metadata(encoder),
+        metadata=collection_metadata(encoder),
         # Chroma types the argument as EmbeddingFunction[Embeddable]; its own text functions,
         # like this one, are EmbeddingFunction[Documents].
         embedding_function=ConanEmbeddingFunction.from_encoder(encoder),  # type: ignore[arg-type]
