@@ -73,7 +73,7 @@ _NO_OPS: dict[str, dict[str, Any]] = {  # accepted values that change nothing he
 _REFUSED: dict[str, str] = {
     "trust_remote_code": "conan-rag never runs code from a model folder; use a model whose "
     "folder is plain sentence-transformers modules",
-    "backend": "conan-rag runs torch; for speed see dtype and cpu_kernels",
+    "backend": "conan-rag runs torch; for speed see dtype, cpu_kernels and compile",
     "cache_folder": "pass the model folder itself as model, or set HF_HUB_CACHE",
     "token": "conan-rag never downloads; download the model first (huggingface-cli download)",
     "local_files_only": "models are always read from local files",

@@ -138,17 +138,18 @@ def test_help_shows_every_default_the_file_types_and_the_version(capsys) -> None
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"conan-rag {__version__}"
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"ingest", "query", "eval", "info", "demo", "serve"}
+    assert set(sub.choices) == {"ingest", "load", "query", "eval", "info", "demo", "serve"}
     for name, command in sub.choices.items():
         formatter = command._get_formatter()
         options = [a for a in command._actions if a.option_strings and a.dest != "help"]
-        assert len(options) >= (1 if name == "demo" else 7)
+        assert len(options) >= {"demo": 1, "load": 5}.get(name, 7)
         for action in options:  # the text --help prints for it
             entry = formatter._expand_help(action)
             assert "default" in entry, (name, action.option_strings, entry)
     ingest_help = sub.choices["ingest"].format_help()
     assert all(suffix in ingest_help for suffix in SUFFIXES)
     assert "hidden files" in ingest_help and "Ctrl-C" in ingest_help
+    assert "--ray ADDRESS" in ingest_help and "--to-parquet DIR" in ingest_help
 
 
 def test_query_builds_no_ingest_machinery(
