@@ -122,20 +122,15 @@ class EncoderConfig:
                 setting="batch_wait_ms",
                 value=wait,
             )
-        if self.cpu_kernels not in CPU_KERNEL_CHOICES:
-            raise ConanConfigError(
-                f"cpu_kernels must be one of {list(CPU_KERNEL_CHOICES)}, not {self.cpu_kernels!r}.",
-                setting="cpu_kernels",
-                value=self.cpu_kernels,
-                choices=CPU_KERNEL_CHOICES,
-            )
-        if self.compile not in COMPILE_CHOICES:
-            raise ConanConfigError(
-                f"compile must be one of {list(COMPILE_CHOICES)}, not {self.compile!r}.",
-                setting="compile",
-                value=self.compile,
-                choices=COMPILE_CHOICES,
-            )
+        for name, choices in (("cpu_kernels", CPU_KERNEL_CHOICES), ("compile", COMPILE_CHOICES)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConanConfigError(
+                    f"{name} must be one of {list(choices)}, not {value!r}.",
+                    setting=name,
+                    value=value,
+                    choices=choices,
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict of every field."""

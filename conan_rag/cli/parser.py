@@ -55,7 +55,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {action.default})"
 
 
-def _common(parser: argparse.ArgumentParser, collection: str = DEFAULT_COLLECTION) -> None:
+def _store_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, help="folder of the embedded Chroma store")
     parser.add_argument(
         "--chroma-url",
@@ -64,6 +64,15 @@ def _common(parser: argparse.ArgumentParser, collection: str = DEFAULT_COLLECTIO
         help=f"http://HOST:PORT of a Chroma server instead of --db; token from ${TOKEN_ENV} "
         "(default: none, use --db)",
     )
+
+
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _common(parser: argparse.ArgumentParser, collection: str = DEFAULT_COLLECTION) -> None:
+    _store_flags(parser)
     parser.add_argument("--model", default=None, help=f"model folder or hub id ({_MODEL_DEFAULT})")
     parser.add_argument(
         "--collection", default=None, help=f"collection name (default: {collection})"
@@ -77,8 +86,7 @@ def _common(parser: argparse.ArgumentParser, collection: str = DEFAULT_COLLECTIO
         help=f"embed on a `conan-rag serve` server at http://HOST:PORT; key from ${API_KEY_ENV} "
         "(default: none, load the model here)",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _output_flags(parser)
 
 
 def _sub(
@@ -143,19 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         "again is harmless.",
     )
     load.add_argument("folder", metavar="DIR", help="the export folder")
-    load.add_argument("--db", default=DEFAULT_DB, help="folder of the embedded Chroma store")
-    load.add_argument(
-        "--chroma-url",
-        default=None,
-        metavar="URL",
-        help=f"http://HOST:PORT of a Chroma server instead of --db; token from ${TOKEN_ENV} "
-        "(default: none, use --db)",
-    )
+    _store_flags(load)
     load.add_argument(
         "--collection", default=None, help="collection name (default: the one exported from)"
     )
-    load.add_argument("--json", action="store_true", help="print JSON")
-    load.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _output_flags(load)
 
     query = _sub(sub, "query", "retrieve passages for a question")
     query.add_argument("text", metavar="TEXT", help="the question")

@@ -153,7 +153,6 @@ class RayIngest:
         """A fresh report for the next plan; returns the one so far."""
         prior = self.ingest.report
         self.ingest.report = IngestReport()
-        self.ingest._seen.clear()
         return prior
 
     def _carry(self, prior: IngestReport) -> None:
@@ -180,7 +179,7 @@ class RayIngest:
                 found = plan.todo.get(unit.key)
                 jobs = {unit.key: found} if found and found.source == unit.source else {}
             if jobs:
-                encoding = self.ingest._encodings.get(unit, "") if isinstance(unit, Path) else ""
+                encoding = self.ingest.encoding_of(unit) if isinstance(unit, Path) else ""
                 items.append({"unit": pickle.dumps(unit), "jobs": pickle.dumps(jobs),
                               "encoding": encoding})  # fmt: skip
         return items

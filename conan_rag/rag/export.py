@@ -33,11 +33,10 @@ import numpy as np
 from conan_rag.config import EncoderConfig
 from conan_rag.errors import CollectionMismatchError, StoreError
 from conan_rag.rag.progress import Progress
-from conan_rag.rag.ray_stages import EMBEDDED, Batch, with_retries
+from conan_rag.rag.ray_stages import EMBEDDED, Batch, upsert_records, with_retries
 from conan_rag.rag.report import IngestReport
 from conan_rag.rag.store import (
-    FINGERPRINT_KEY,
-    MODEL_KEY,
+    check_recorded,
     collection_metadata,
     find_collection,
     open_collection,
@@ -180,18 +179,9 @@ def _open_target(client: ClientAPI, name: str, manifest: dict[str, Any]) -> Any:
     """The collection to load into: checked against the export, or created from its config."""
     existing = find_collection(client, name)
     if existing is not None:
-        recorded = (existing.metadata or {}).get(FINGERPRINT_KEY)
-        if recorded != manifest["fingerprint"]:
-            model = (existing.metadata or {}).get(MODEL_KEY)
-            raise CollectionMismatchError(
-                f"Collection {name!r} was built with model {model!r} (fingerprint "
-                f"{str(recorded)[:12]}), but the export was embedded with "
-                f"{manifest['model_id']!r} (fingerprint {manifest['fingerprint'][:12]}); load it "
-                "into another collection (--collection NAME).",
-                collection=name,
-                recorded_model=None if model is None else str(model),
-                offered_model=str(manifest["model_id"]),
-            )
+        check_recorded(existing.metadata, name, str(manifest["model_id"]), int(manifest["dim"]),
+                       str(manifest["fingerprint"]), fix="The export was embedded with that "
+                       "model: load it into another collection (--collection NAME).")  # fmt: skip
         return existing
     from conan_rag.registry import load_encoder
 
@@ -207,17 +197,6 @@ def _open_target(client: ClientAPI, name: str, manifest: dict[str, Any]) -> Any:
             offered_model=encoder.model_id,
         )
     return open_collection(client, name, encoder)
-
-
-def _upsert(target: Any, ids: list[str], part: Batch) -> None:
-    call = functools.partial(
-        target.upsert,
-        ids=ids,
-        embeddings=part["vector"],
-        documents=[str(t) for t in part["text"]],
-        metadatas=[json.loads(m) for m in part["meta"]],
-    )
-    with_retries(call, f"upsert of {len(ids)} chunks")
 
 
 def load_export(
@@ -246,12 +225,10 @@ def load_export(
     for kind, phase in (("chunk", "loading"), ("first", "loading chunk 0")):
         progress.phase(phase, total=total, unit="chunk")
         for batch in _scan(path / CHUNKS, columns, kind):
-            for start in range(0, len(batch["id"]), write_batch):
-                part = slice(start, start + write_batch)
-                ids = [str(i) for i in batch["id"][part]]
-                _upsert(target, ids, {name: batch[name][part] for name in columns})
-                loaded[kind] += len(ids)
-                progress.advance(len(ids))
+            metas = [json.loads(m) for m in batch["meta"]]
+            upsert_records(target, batch["id"], batch["vector"], batch["text"], metas, write_batch)
+            loaded[kind] += len(metas)
+            progress.advance(len(metas))
     report.chunks_embedded = loaded["chunk"] + loaded["first"]  # written (embedded at export)
     report.completed = loaded["first"]
     for batch in _scan(path / CHUNKS, ["kind", "stale"]):

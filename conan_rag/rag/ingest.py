@@ -146,6 +146,7 @@ class Ingest:
         Raises:
             InputPathError: a named path does not exist (nothing is read, written or deleted).
         """
+        self._seen.clear()  # a plan may be made again (the Ray ingest re-plans after a loss)
         units, found = self._scan(inputs)
         stored = self._stored()
         todo, deletions, read = self._check(units, stored)
@@ -153,9 +154,9 @@ class Ingest:
             deletions += self._prune(stored, read, found)
         return Plan(units, todo, deletions)
 
-    def documents(self, unit: Unit) -> Iterator[DocumentLike]:
-        """The documents of a unit (read with the encoding the check settled on)."""
-        return self._documents(unit)
+    def encoding_of(self, path: Path) -> str:
+        """The encoding the check settled on for a text file ("" when its start said it)."""
+        return self._encodings.get(path, "")
 
     def _scan(self, inputs: Iterable[str | Path | DocumentLike]) -> tuple[list[Unit], Discovery]:
         paths: list[str | Path] = []

@@ -222,6 +222,22 @@ def summary(batch: Batch) -> Batch:
     return out
 
 
+def upsert_records(
+    collection: Any, ids: Any, vectors: Any, texts: Any, metas: list[dict[str, Any]], limit: int
+) -> None:
+    """Upsert records ``limit`` at a time, each call retried with back-off (it is idempotent)."""
+    for start in range(0, len(ids), limit):
+        part = slice(start, start + limit)
+        call = functools.partial(
+            collection.upsert,
+            ids=[str(i) for i in ids[part]],
+            embeddings=np.asarray(vectors[part], dtype=np.float32),
+            documents=[str(t) for t in texts[part]],
+            metadatas=metas[part],
+        )
+        with_retries(call, f"upsert of {len(metas[part])} chunks")
+
+
 def write_rows(collection: Collection, batch: Batch, limit: int) -> Batch:
     """Upsert the embedded rows of a batch, ``limit`` records per call; return its summary.
 
@@ -229,22 +245,13 @@ def write_rows(collection: Collection, batch: Batch, limit: int) -> Batch:
     of the document's chunks are stored, which marks the document complete.
     """
     index = np.flatnonzero(np.isin(batch["kind"], EMBEDDED))
-    for start in range(0, len(index), limit):
-        part = index[start : start + limit]
-        metas = []
-        for i in part:
-            meta = json.loads(batch["meta"][i])
-            meta.pop("n_chunks", None)
-            metas.append(meta)
-        ids = [str(x) for x in batch["id"][part]]
-        upsert = functools.partial(
-            collection.upsert,
-            ids=ids,
-            embeddings=np.asarray(batch["vector"][part], dtype=np.float32),
-            documents=[str(t) for t in batch["text"][part]],
-            metadatas=metas,
-        )
-        with_retries(upsert, f"upsert of {len(ids)} chunks")
+    metas = []
+    for i in index:
+        meta = json.loads(batch["meta"][i])
+        meta.pop("n_chunks", None)
+        metas.append(meta)
+    upsert_records(collection, batch["id"][index], batch["vector"][index], batch["text"][index],
+                   metas, limit)  # fmt: skip
     return summary(batch)
 
 

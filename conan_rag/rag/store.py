@@ -224,6 +224,19 @@ def check_encoder(metadata: dict[str, Any] | None, encoder: EncoderLike, name: s
     Raises:
         CollectionMismatchError: names the recorded and the offered model.
     """
+    check_recorded(metadata, name, encoder.model_id, encoder.dim, encoder.fingerprint,
+                   fix="Open it with the encoder it records (see recorded_config), or use "
+                   "another collection.")  # fmt: skip
+
+
+def check_recorded(
+    metadata: dict[str, Any] | None, name: str, model_id: str, dim: int, fingerprint: str, fix: str
+) -> None:
+    """Raise if a collection does not record the model ``model_id``/``dim``/``fingerprint``.
+
+    Raises:
+        CollectionMismatchError: names the recorded and the offered model, then ``fix``.
+    """
     metadata = metadata or {}
     recorded = metadata.get(FINGERPRINT_KEY)
     if recorded is None:
@@ -232,19 +245,17 @@ def check_encoder(metadata: dict[str, Any] | None, encoder: EncoderLike, name: s
             "use another collection name or delete it first.",
             collection=name,
             recorded_model=None,
-            offered_model=encoder.model_id,
+            offered_model=model_id,
         )
-    if recorded != encoder.fingerprint or metadata.get(DIM_KEY) != encoder.dim:
+    if recorded != fingerprint or metadata.get(DIM_KEY) != dim:
         model = metadata.get(MODEL_KEY)
         raise CollectionMismatchError(
             f"Collection {name!r} was built with model {model!r} (dim {metadata.get(DIM_KEY)}, "
             f"fingerprint {str(recorded)[:12]}), but the encoder offered is "
-            f"{encoder.model_id!r} (dim {encoder.dim}, fingerprint {encoder.fingerprint[:12]}). "
-            "Open it with the encoder it records (see recorded_config), or use another "
-            "collection.",
+            f"{model_id!r} (dim {dim}, fingerprint {fingerprint[:12]}). {fix}",
             collection=name,
             recorded_model=None if model is None else str(model),
-            offered_model=encoder.model_id,
+            offered_model=model_id,
         )
 
 
