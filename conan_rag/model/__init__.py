@@ -2,3 +2,5 @@
 
 Everything here reads files; nothing runs code found in a model folder.
 """
+
+__all__: list[str] = []

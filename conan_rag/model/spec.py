@@ -175,6 +175,50 @@ def _module_kind(entry: dict[str, Any]) -> str:
     return str(entry.get("type", "")).rsplit(".", 1)[-1].lower()
 
 
+def _require_modules_json(folder: Path) -> None:
+    """Raise, with the fix, when ``folder`` is not a sentence-transformers folder."""
+    if (folder / "modules.json").is_file():
+        return
+    hint = ""
+    if (folder / "config.json").is_file():
+        hint = (
+            " It looks like a plain transformers folder: add a modules.json and "
+            "1_Pooling/config.json (or load it with sentence-transformers and save it), "
+            f"choosing a pooling mode from {list(POOLING_MODES)} — BERT-style embedding "
+            "models usually use 'cls' or 'mean'."
+        )
+    raise ConanModelError(
+        f"{folder} has no modules.json, so it is not a sentence-transformers model "
+        f"folder.{hint or ' ' + download_hint(folder.name)}",
+        path=folder,
+    )
+
+
+def _check_dimensions(
+    folder: Path, hidden: int, pooling: PoolingSpec | None, dense: list[DenseSpec]
+) -> PoolingSpec:
+    """The pooling spec, once Transformer, Pooling and Dense are known to fit together."""
+    if pooling is None:
+        raise ConanModelError(
+            f"{folder / 'modules.json'} has no Pooling module; add one with a mode from "
+            f"{list(POOLING_MODES)}."
+        )
+    if hidden and pooling.dim != hidden:
+        raise ConanModelError(
+            f"Pooling expects {pooling.dim}-d token vectors but the transformer's hidden_size "
+            f"is {hidden} ({folder / 'config.json'}); the model folder is inconsistent."
+        )
+    width = pooling.dim
+    for layer in dense:
+        if layer.in_features != width:
+            raise ConanModelError(
+                f"Dense layer {layer.path.name} takes {layer.in_features}-d input but receives "
+                f"{width}-d vectors from the module before it; the model folder is inconsistent."
+            )
+        width = layer.out_features
+    return pooling
+
+
 def read_model_spec(folder: Path) -> ModelSpec:
     """Read ``modules.json`` and the configs it points to.
 
@@ -185,20 +229,7 @@ def read_model_spec(folder: Path) -> ModelSpec:
         ConanModelError: a file is missing or corrupt, a module is unsupported, or the
             dimensions of Transformer, Pooling and Dense disagree.
     """
-    if not (folder / "modules.json").is_file():
-        hint = ""
-        if (folder / "config.json").is_file():
-            hint = (
-                " It looks like a plain transformers folder: add a modules.json and "
-                "1_Pooling/config.json (or load it with sentence-transformers and save it), "
-                f"choosing a pooling mode from {list(POOLING_MODES)} — BERT-style embedding "
-                "models usually use 'cls' or 'mean'."
-            )
-        raise ConanModelError(
-            f"{folder} has no modules.json, so it is not a sentence-transformers model "
-            f"folder.{hint or ' ' + download_hint(folder.name)}",
-            path=folder,
-        )
+    _require_modules_json(folder)
     modules = _read_json(folder / "modules.json").get("__list__")
     if not isinstance(modules, list) or not modules:
         raise ConanModelError(f"{folder / 'modules.json'} should be a non-empty JSON list.")
@@ -238,24 +269,7 @@ def read_model_spec(folder: Path) -> ModelSpec:
                 f"{folder / 'modules.json'} lists module {entry.get('type')!r}; conan-rag "
                 "supports Transformer, Pooling, Dense and Normalize."
             )
-    if pooling is None:
-        raise ConanModelError(
-            f"{folder / 'modules.json'} has no Pooling module; add one with a mode from "
-            f"{list(POOLING_MODES)}."
-        )
-    if hidden and pooling.dim != hidden:
-        raise ConanModelError(
-            f"Pooling expects {pooling.dim}-d token vectors but the transformer's hidden_size "
-            f"is {hidden} ({folder / 'config.json'}); the model folder is inconsistent."
-        )
-    width = pooling.dim
-    for layer in dense:
-        if layer.in_features != width:
-            raise ConanModelError(
-                f"Dense layer {layer.path.name} takes {layer.in_features}-d input but receives "
-                f"{width}-d vectors from the module before it; the model folder is inconsistent."
-            )
-        width = layer.out_features
+    pooling = _check_dimensions(folder, hidden, pooling, dense)
     prompts: dict[str, str] = {}
     prompt_file = folder / "config_sentence_transformers.json"
     if prompt_file.is_file():

@@ -12,16 +12,26 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from conan_rag.config import EncoderConfig
-from conan_rag.errors import ConanConfigError
 from conan_rag.model.files import DEFAULT_MODEL
 from conan_rag.remote import API_KEY_ENV
+from conan_rag.settings import Settings, check_choice, check_float, check_int
+
+__all__ = [
+    "DEFAULT_DRAIN_S",
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_INPUTS",
+    "DEFAULT_PORT",
+    "LOG_LEVELS",
+    "QUEUED_BUDGETS",
+    "ServerSettings",
+    "is_loopback",
+    "missing_extra",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -67,7 +77,7 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ServerSettings:
+class ServerSettings(Settings):
     """Settings of one server process.
 
     Attributes:
@@ -79,7 +89,7 @@ class ServerSettings:
         port: TCP port; ``0`` lets the system pick a free one.
         api_key: the key clients must send as ``Authorization: Bearer <key>`` (all endpoints
             but ``/health`` and ``/metrics``); default ``$CONAN_RAG_API_KEY``; ``None``: open.
-            Never shown by ``repr``.
+            Never shown by ``repr`` (but in :meth:`to_dict`: do not log that).
         max_inputs: the most texts in one request (more: 413).
         max_queued_tokens: the most tokens admitted and not yet answered (more: 429 with
             ``Retry-After``); ``None``: :data:`QUEUED_BUDGETS` times the encoder's token budget.
@@ -102,35 +112,15 @@ class ServerSettings:
     log_level: str = "warning"
     drain_s: float = DEFAULT_DRAIN_S
 
-    def __post_init__(self) -> None:
-        port = self.port
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ConanConfigError(
-                f"port must be an integer in [0, 65535] (0: any free port), not {port!r}.",
-                setting="port",
-                value=port,
-            )
-        for name in ("max_inputs", "max_queued_tokens"):
-            value = getattr(self, name)
-            if value is None and name == "max_queued_tokens":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConanConfigError(
-                    f"{name} must be a positive integer, not {value!r}.", setting=name, value=value
-                )
-        if self.log_level not in LOG_LEVELS:
-            raise ConanConfigError(
-                f"log_level must be one of {list(LOG_LEVELS)}, not {self.log_level!r}.",
-                setting="log_level",
-                value=self.log_level,
-                choices=LOG_LEVELS,
-            )
-        if not isinstance(self.drain_s, (int, float)) or self.drain_s < 0:
-            raise ConanConfigError(
-                f"drain_s must be a number of seconds >= 0, not {self.drain_s!r}.",
-                setting="drain_s",
-                value=self.drain_s,
-            )
+    setting_kind = "server"
+
+    def validate(self) -> None:
+        """A port in [0, 65535], positive limits, a known log level, a drain time >= 0."""
+        check_int("port", self.port, 0, maximum=65535)
+        check_int("max_inputs", self.max_inputs)
+        check_int("max_queued_tokens", self.max_queued_tokens, allow_none=True)
+        check_choice("log_level", self.log_level, LOG_LEVELS)
+        check_float("drain_s", self.drain_s, 0)
 
     @property
     def loopback(self) -> bool:
@@ -146,20 +136,3 @@ class ServerSettings:
     def queued_token_limit(self, token_budget: int) -> int:
         """``max_queued_tokens``, or its default for an encoder with this token budget."""
         return self.max_queued_tokens or QUEUED_BUDGETS * token_budget
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict of every field (``api_key`` included: do not log it)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServerSettings:
-        """Build from :meth:`to_dict` output; unknown keys are an error listing the valid ones."""
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise ConanConfigError(
-                f"Unknown server setting(s) {unknown}; valid settings are {sorted(valid)}.",
-                setting=unknown[0],
-                choices=sorted(valid),
-            )
-        return cls(**data)
