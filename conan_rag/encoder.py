@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from conan_rag.batching.planning import plan_batches
+from conan_rag.batching.queue import BatchQueue
 from conan_rag.config import EncoderConfig, default_token_budget
 from conan_rag.errors import ConanConfigError
 from conan_rag.inputs import KINDS, Kind, check_texts
 from conan_rag.model.fingerprint import model_fingerprint
 from conan_rag.runtime.backend import Backend
-from conan_rag.serving.batching import plan_batches
-from conan_rag.serving.queue import BatchQueue
 
 WINDOW = 8192  # texts tokenized and sorted together; bounds memory for huge inputs
 # Through the queue, texts are tokenized and submitted in chunks: the worker embeds one while

@@ -21,6 +21,7 @@ import copyreg
 import threading
 from typing import Any
 
+from conan_rag.batching.queue import BatchQueue
 from conan_rag.config import EncoderConfig, default_token_budget
 from conan_rag.encoder import Encoder
 from conan_rag.forking import after_fork_in_child
@@ -28,7 +29,6 @@ from conan_rag.model.files import canonical_model_id, resolve_model
 from conan_rag.model.spec import read_model_spec
 from conan_rag.runtime.backend import Backend
 from conan_rag.runtime.devices import resolve_device, resolve_dtype
-from conan_rag.serving.queue import BatchQueue
 
 _BackendKey = tuple[str, str | None, str, str, str, str]
 _registry_lock = threading.Lock()

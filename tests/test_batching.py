@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from conan_rag.serving.batching import padded_cost, plan_batches
+from conan_rag.batching.planning import padded_cost, plan_batches
 
 
 def test_plan_covers_every_index_once_within_budget() -> None:

@@ -25,9 +25,9 @@ import pytest
 import torch
 
 from conan_rag import load_encoder
+from conan_rag.batching.queue import BatchQueue
 from conan_rag.errors import QueueWorkerError
 from conan_rag.runtime.backend import Backend
-from conan_rag.serving.queue import BatchQueue
 from tests.texts import sts_english
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX only)")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import conan_rag.serving.queue as queue_module
+import conan_rag.batching.queue as queue_module
 from conan_rag import load_encoder
 from conan_rag.config import EncoderConfig
 from conan_rag.encoder import Encoder

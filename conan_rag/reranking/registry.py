@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from conan_rag.batching.queue import BatchQueue
 from conan_rag.config import default_token_budget
 from conan_rag.errors import ModelNotFoundError
 from conan_rag.forking import after_fork_in_child
@@ -33,7 +34,6 @@ from conan_rag.reranking.reranker import Reranker
 from conan_rag.reranking.runner import CrossEncoderRunner
 from conan_rag.reranking.spec import read_cross_encoder_spec
 from conan_rag.runtime.devices import resolve_device, resolve_dtype
-from conan_rag.serving.queue import BatchQueue
 
 _RunnerKey = tuple[str, str | None, str, str]
 _registry_lock = threading.Lock()

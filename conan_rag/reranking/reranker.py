@@ -3,7 +3,7 @@
 Build one with :func:`conan_rag.reranking.load_reranker`, which shares one instance per model,
 device, dtype and settings. Pairs are tokenized as sentence-transformers does (truncated
 ``"longest_first"`` to the model's limit), sorted by length into token-budget batches by the
-model's :class:`~conan_rag.serving.queue.BatchQueue`, and their logits go through the folder's
+model's :class:`~conan_rag.batching.queue.BatchQueue`, and their logits go through the folder's
 activation (:mod:`conan_rag.reranking.spec`).
 
 Example:
@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from conan_rag.batching.planning import plan_batches
+from conan_rag.batching.queue import BatchQueue
 from conan_rag.config import default_token_budget
 from conan_rag.errors import ConanConfigError, ConanTypeError
 from conan_rag.reranking.config import RerankerConfig
 from conan_rag.reranking.runner import CrossEncoderRunner, PairRow
-from conan_rag.serving.batching import plan_batches
-from conan_rag.serving.queue import BatchQueue
 
 QUEUE_CHUNK = 1024  # pairs tokenized and submitted together; the worker runs one meanwhile
 ASYNC_PAIRS = 1024  # ascore tokenizes up to this many pairs in a thread, then awaits the queue

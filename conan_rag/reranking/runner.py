@@ -1,7 +1,7 @@
 """The loaded cross-encoder: tokenizer and sequence-classification model on one device.
 
-:class:`CrossEncoderRunner` implements the :class:`~conan_rag.serving.requests.BatchRunner`
-protocol, so the same :class:`~conan_rag.serving.queue.BatchQueue` that batches embeddings
+:class:`CrossEncoderRunner` implements the :class:`~conan_rag.batching.requests.BatchRunner`
+protocol, so the same :class:`~conan_rag.batching.queue.BatchQueue` that batches embeddings
 batches (query, passage) pairs: a row is one pair's token ids, already joined by the tokenizer
 with its special tokens (``[CLS] q [SEP] p [SEP]``, ``<s> q </s></s> p </s>``), and the
 "vectors" it returns are the pair's logits, ``(rows, num_labels)``.

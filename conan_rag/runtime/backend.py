@@ -2,7 +2,7 @@
 
 One :class:`Backend` exists per (model folder, revision, device, dtype) in a process; every
 :class:`~conan_rag.encoder.Encoder` view with those values shares it. It implements the
-:class:`~conan_rag.serving.queue.BatchRunner` protocol the batching queue runs batches through.
+:class:`~conan_rag.batching.queue.BatchRunner` protocol the batching queue runs batches through.
 
 Example:
     >>> from conan_rag.model.files import resolve_model

@@ -3,7 +3,7 @@
 Callers (threads or asyncio tasks) submit requests (a list of token-id lists, or short texts
 the worker tokenizes) and get a :class:`concurrent.futures.Future`. The worker waits a few
 milliseconds for more requests, pools their rows, sorts them by length, cuts token-budget
-batches (:func:`~conan_rag.serving.batching.plan_batches`), runs them through a
+batches (:func:`~conan_rag.batching.planning.plan_batches`), runs them through a
 :class:`BatchRunner` and routes each row's vector back to its request. Many single-query
 callers therefore share one forward pass instead of queueing behind a lock one by one.
 
@@ -50,12 +50,12 @@ from concurrent.futures import Future
 
 import torch
 
+from conan_rag.batching.planning import plan_batches
+from conan_rag.batching.requests import BatchRunner, Request
+from conan_rag.batching.waiting import await_result, wait_result
 from conan_rag.config import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGETS
 from conan_rag.errors import ConanConfigError, QueueShutdownError
 from conan_rag.forking import ForkAware
-from conan_rag.serving.batching import plan_batches
-from conan_rag.serving.requests import BatchRunner, Request
-from conan_rag.serving.waiting import await_result, wait_result
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Waiting for a batching-queue future without ever hanging on a worker that is gone.
 
-A future from :class:`~conan_rag.serving.queue.BatchQueue` is resolved by the queue's worker
+A future from :class:`~conan_rag.batching.queue.BatchQueue` is resolved by the queue's worker
 thread. If that worker no longer exists (the request was queued before this process was forked,
 or the thread died), a plain ``future.result()`` would wait forever. :func:`wait_result` and
 :func:`await_result` wait in slices of :data:`POLL_S` seconds and, between slices, ask the queue
