@@ -21,7 +21,7 @@ from llama_index.embeddings.conan import ConanEmbedding
 from pydantic import ValidationError
 
 import conan_rag
-from conan_rag.adapters import VOCABULARY
+from conan_rag.adapter_kit import VOCABULARY
 from conan_rag.chroma import ConanEmbeddingFunction
 from conan_rag.model.files import resolve_model
 from conan_rag.registry import loaded_backends

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -26,8 +27,7 @@ from conan_rag.chroma import ConanEmbeddingFunction
 from conan_rag.cli import main
 from conan_rag.config import EncoderConfig
 from conan_rag.errors import CollectionMismatchError
-from conan_rag.rag.pipeline import Pipeline
-from conan_rag.rag.retrieval import RetrievalOptions
+from conan_rag.rag import Pipeline, RetrievalOptions
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 FACTS = {
@@ -225,3 +225,111 @@ def test_an_absent_device_is_a_clear_error(device: str) -> None:
         pytest.skip("this machine has an Apple GPU")
     with pytest.raises(conan_rag.ConanConfigError, match="device='auto' or 'cpu'|does not exist"):
         conan_rag.load_encoder(MINILM, device=device)
+
+
+# A new user's scripts: open a collection `conan-rag ingest` built through langchain-chroma or
+# LlamaIndex with the conan-rag adapter, and nothing else of conan-rag imported. Chroma rebuilds
+# the recorded "conan-rag" function for relevance scores, `configuration` and adds.
+THROUGH_LANGCHAIN = textwrap.dedent(
+    """
+    import json, sys, warnings
+    from langchain_chroma import Chroma
+    from langchain_conan import ConanEmbeddings
+    emb = ConanEmbeddings(model=sys.argv[2], device="cpu")
+    store = Chroma("conan_rag", embedding_function=emb, persist_directory=sys.argv[1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scored = store.similarity_search_with_relevance_scores(sys.argv[3], k=2)
+        store.add_texts(["Bananas are yellow and rich in potassium."], ids=["banana"])
+    out = {
+        "hits": [d.metadata["source"] for d in store.similarity_search(sys.argv[3], k=2)],
+        "scored": [d.metadata["source"] for d, _ in scored],
+        "banana": [d.id for d in store.similarity_search("a yellow fruit", k=1)],
+        "warnings": [str(w.message) for w in caught if "embedding function" in str(w.message)],
+    }
+    print("RESULT" + json.dumps(out))
+    """
+)
+THROUGH_LLAMA_INDEX = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import chromadb
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.embeddings.conan import ConanEmbedding
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+    collection = chromadb.PersistentClient(sys.argv[1]).get_collection("conan_rag")
+    embed_model = ConanEmbedding(model_name=sys.argv[2], device="cpu")
+    index = VectorStoreIndex.from_vector_store(
+        ChromaVectorStore(chroma_collection=collection), embed_model=embed_model
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index.insert(Document(text="Bananas are yellow and rich in potassium.", id_="banana"))
+    retriever = index.as_retriever(similarity_top_k=2)
+    recorded = collection.configuration["embedding_function"]
+    out = {
+        "hits": [n.node.metadata.get("source") for n in retriever.retrieve(sys.argv[3])],
+        "banana": retriever.retrieve("a yellow fruit")[0].node.ref_doc_id,
+        "recorded": recorded.get_config()["model"],
+        "warnings": [str(w.message) for w in caught if "embedding function" in str(w.message)],
+    }
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def ingested_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store filled by the installed `conan-rag ingest` command, in its own process."""
+    root = tmp_path_factory.mktemp("ingested")
+    docs = root / "docs"
+    docs.mkdir()
+    for name, text in FACTS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    command = shutil.which("conan-rag", path=str(Path(sys.executable).parent)) or "conan-rag"
+    db = root / "db"
+    done = subprocess.run(
+        [command, "ingest", str(docs), "--db", str(db), "--model", MINILM, "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return db
+
+
+def _run_script(script: str, db: Path) -> dict[str, Any]:
+    SharedSystemClient.clear_system_cache()  # release the database first
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(db), MINILM, QUESTION],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return dict(json.loads(line.removeprefix("RESULT")))
+
+
+def test_langchain_chroma_opens_an_ingested_collection_with_conan_embeddings(
+    ingested_db: Path, tmp_path: Path
+) -> None:
+    db = Path(shutil.copytree(ingested_db, tmp_path / "db"))
+    out = _run_script(THROUGH_LANGCHAIN, db)
+    assert out["warnings"] == []
+    assert out["hits"][0].endswith("everest.txt") and out["scored"] == out["hits"]
+    assert out["banana"] == ["banana"]
+
+
+def test_llama_index_opens_an_ingested_collection_with_conan_embedding(
+    ingested_db: Path, tmp_path: Path
+) -> None:
+    db = Path(shutil.copytree(ingested_db, tmp_path / "db"))
+    out = _run_script(THROUGH_LLAMA_INDEX, db)
+    assert out["warnings"] == [] and out["recorded"] == MINILM
+    assert out["hits"][0].endswith("everest.txt")
+    assert out["banana"] == "banana"

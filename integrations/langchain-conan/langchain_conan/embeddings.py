@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,16 +17,32 @@ from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, model_validator
 
 try:
-    from conan_rag.adapters import SharedEncoderMixin, translate_options, with_positional_model
-    from conan_rag.model.files import DEFAULT_MODEL
+    from conan_rag import DEFAULT_MODEL
+    from conan_rag.adapter_kit import SharedEncoderMixin, translate_options, with_positional_model
 except ImportError as exc:  # pragma: no cover - exercised only without conan-rag installed
     raise ImportError(
         "langchain-conan needs the conan-rag package; install it with `pip install conan-rag`."
     ) from exc
 
 if TYPE_CHECKING:
-    from conan_rag.inputs import Kind
-    from conan_rag.protocols import EncoderLike
+    from conan_rag import EncoderLike, Kind
+
+
+def _register_with_chroma() -> None:
+    """Register conan-rag's Chroma embedding function where chromadb is installed.
+
+    A collection ``conan-rag ingest`` built records its embedding function as ``"conan-rag"``,
+    and Chroma finds a function by name only among the classes registered in this process (it
+    has no plugin entry points). Importing :mod:`conan_rag.chroma` registers it, so
+    ``langchain_chroma.Chroma`` and Chroma's own calls can rebuild it. Called when the encoder
+    loads (torch is loading then anyway), never on ``import``.
+    """
+    try:
+        if importlib.util.find_spec("chromadb") is None:
+            return
+        import conan_rag.chroma  # noqa: F401  (registers "conan-rag" with Chroma)
+    except ImportError:  # a chromadb too old for embedding-function registration
+        return
 
 
 class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
@@ -118,6 +135,10 @@ class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
         """
         super().__init__(**translate_options(with_positional_model(model, data)))
         self._bind()
+
+    def _bind(self) -> None:
+        super()._bind()
+        _register_with_chroma()
 
     @model_validator(mode="before")
     @classmethod

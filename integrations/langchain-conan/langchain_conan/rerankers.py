@@ -2,7 +2,7 @@
 
 A drop-in for LangChain's ``CrossEncoderReranker``/``CohereRerank``: it re-scores retrieved
 documents with any sentence-transformers ``CrossEncoder`` folder (default
-``BAAI/bge-reranker-v2-m3``) run by :func:`conan_rag.reranking.load_reranker`, and keeps the
+``BAAI/bge-reranker-v2-m3``) run by :func:`conan_rag.load_reranker`, and keeps the
 ``top_n`` best, each with its score in ``metadata["relevance_score"]``.
 
 Example:
@@ -28,15 +28,15 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 try:
-    from conan_rag.adapters import SharedRerankerMixin, model_alias
-    from conan_rag.reranking import DEFAULT_RERANKER
+    from conan_rag import DEFAULT_RERANKER
+    from conan_rag.adapter_kit import SharedRerankerMixin, model_alias
 except ImportError as exc:  # pragma: no cover - exercised only without conan-rag installed
     raise ImportError(
         "langchain-conan needs the conan-rag package; install it with `pip install conan-rag`."
     ) from exc
 
 if TYPE_CHECKING:
-    from conan_rag.reranking import Reranker
+    from conan_rag import Reranker
 
 
 class ConanReranker(SharedRerankerMixin, BaseDocumentCompressor):
@@ -46,9 +46,9 @@ class ConanReranker(SharedRerankerMixin, BaseDocumentCompressor):
     base_retriever=...)``. The returned documents are new objects, best first, carrying the
     cross-encoder's score in ``metadata["relevance_score"]`` (sigmoid in [0, 1] for the usual
     single-label rerankers); the inputs are not changed. Their order equals
-    :meth:`conan_rag.reranking.Reranker.rank` on the ``page_content``.
+    :meth:`conan_rag.Reranker.rank` on the ``page_content``.
 
-    Instances with the same settings share one :class:`~conan_rag.reranking.Reranker` (and one
+    Instances with the same settings share one :class:`~conan_rag.Reranker` (and one
     set of weights, also with ``RetrievalOptions(reranker=...)`` and the LlamaIndex
     ``ConanRerank``); torch loads with the first instance, not on import. Assigning a setting
     or ``model_copy(update=...)`` rebinds the reranker; pickles and copies carry settings.

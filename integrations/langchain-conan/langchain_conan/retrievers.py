@@ -1,7 +1,7 @@
-"""ConanRetriever: a LangChain retriever over a conan-rag :class:`~conan_rag.rag.pipeline.Pipeline`.
+"""ConanRetriever: a LangChain retriever over a conan-rag :class:`~conan_rag.rag.Pipeline`.
 
 Each document's ``metadata["score"]`` is the TRUE cosine similarity in [-1, 1] between the query
-and the chunk; ``options`` is the same :class:`~conan_rag.rag.retrieval.RetrievalOptions` that
+and the chunk; ``options`` is the same :class:`~conan_rag.rag.RetrievalOptions` that
 ``Pipeline.retrieve`` and ``conan-rag query`` take, so a threshold means the same everywhere.
 The retrieval mode (``retrieval="dense" | "lexical" | "hybrid"``, with ``rrf_k`` and
 ``weights``) and the cross-encoder stage (``reranker=``, ``rerank_top``) are options too; their
@@ -11,9 +11,8 @@ Needs the RAG extra: ``pip install 'langchain-conan[rag]'``.
 Example:
     >>> import tempfile
     >>> from conan_rag import load_encoder
-    >>> from conan_rag.rag.documents import Document as Doc
-    >>> from conan_rag.rag.pipeline import Pipeline
-    >>> from conan_rag.rag.retrieval import RetrievalOptions
+    >>> from conan_rag.rag import Document as Doc
+    >>> from conan_rag.rag import Pipeline, RetrievalOptions
     >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     >>> pipe = Pipeline(enc, db=tempfile.mkdtemp())
     >>> _ = pipe.ingest([Doc("paris", "Paris is the capital of France.", "facts")])
@@ -36,8 +35,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
 try:
-    from conan_rag.rag.pipeline import Pipeline
-    from conan_rag.rag.retrieval import Hit, RetrievalOptions
+    from conan_rag.rag import Hit, Pipeline, RetrievalOptions
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError(
         "ConanRetriever needs conan-rag's RAG extra; install it with "
@@ -64,7 +62,7 @@ def hit_metadata(hit: Hit, options: RetrievalOptions) -> dict[str, Any]:
 class ConanRetriever(BaseRetriever):
     """Retrieve chunks from a conan-rag pipeline: dense, lexical (BM25) or hybrid, reranked or not.
 
-    ``options`` is a :class:`~conan_rag.rag.retrieval.RetrievalOptions` or a dict of its fields
+    ``options`` is a :class:`~conan_rag.rag.RetrievalOptions` or a dict of its fields
     (``{"retrieval": "hybrid", "k": 4}``; an unknown key is an error listing the valid ones).
     Documents come in the pipeline's order, with the chunk id as ``id`` and these scores added
     to the chunk's metadata:

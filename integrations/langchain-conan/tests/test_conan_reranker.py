@@ -17,10 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conan_rag import ConanConfigError, ConanModelError, load_encoder
-from conan_rag.rag.documents import Document as Doc
-from conan_rag.rag.pipeline import Pipeline
-from conan_rag.reranking import DEFAULT_RERANKER, load_reranker
+from conan_rag import (
+    DEFAULT_RERANKER,
+    ConanConfigError,
+    ConanModelError,
+    load_encoder,
+    load_reranker,
+)
+from conan_rag.rag import Document as Doc
+from conan_rag.rag import Pipeline
 from conan_rag.testing import build_cross_encoder
 from langchain_core.documents import Document
 from pydantic import ValidationError

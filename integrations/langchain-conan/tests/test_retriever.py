@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conan_rag import load_encoder
-from conan_rag.errors import ConanConfigError
-from conan_rag.rag.documents import Document as Doc
-from conan_rag.rag.pipeline import Pipeline
-from conan_rag.rag.retrieval import RetrievalOptions as Options
+from conan_rag import ConanConfigError, load_encoder
+from conan_rag.rag import Document as Doc
+from conan_rag.rag import Pipeline
+from conan_rag.rag import RetrievalOptions as Options
 from pydantic import ValidationError
 
 from langchain_conan.retrievers import ConanRetriever

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conan_rag import ConanConfigError, ConanModelError
-from conan_rag.reranking import DEFAULT_RERANKER, load_reranker
+from conan_rag import DEFAULT_RERANKER, ConanConfigError, ConanModelError, load_reranker
 from conan_rag.testing import build_cross_encoder
 from llama_index.core import Document, MockEmbedding, VectorStoreIndex
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler

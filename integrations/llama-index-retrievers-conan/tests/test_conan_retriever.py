@@ -12,11 +12,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conan_rag import ConanConfigError, ConanInputError, load_encoder
-from conan_rag.rag.documents import Document as Doc
-from conan_rag.rag.pipeline import Pipeline
-from conan_rag.rag.retrieval import RetrievalOptions
-from conan_rag.reranking import load_reranker
+from conan_rag import ConanConfigError, ConanInputError, load_encoder, load_reranker
+from conan_rag.rag import Document as Doc
+from conan_rag.rag import Pipeline, RetrievalOptions
 from conan_rag.testing import build_cross_encoder
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine

@@ -9,19 +9,20 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 try:
-    from conan_rag.adapters import (
+    from conan_rag import DEFAULT_MODEL
+    from conan_rag.adapter_kit import (
         ENCODER_OPTIONS,
         SharedEncoderMixin,
         translate_options,
         with_positional_model,
     )
-    from conan_rag.model.files import DEFAULT_MODEL
 except ImportError as exc:  # pragma: no cover - exercised only without conan-rag installed
     raise ImportError(
         "llama-index-embeddings-conan needs the conan-rag package; install it with "
@@ -29,8 +30,24 @@ except ImportError as exc:  # pragma: no cover - exercised only without conan-ra
     ) from exc
 
 if TYPE_CHECKING:
-    from conan_rag.inputs import Kind
-    from conan_rag.protocols import EncoderLike
+    from conan_rag import EncoderLike, Kind
+
+
+def _register_with_chroma() -> None:
+    """Register conan-rag's Chroma embedding function where chromadb is installed.
+
+    A collection ``conan-rag ingest`` built records its embedding function as ``"conan-rag"``,
+    and Chroma finds a function by name only among the classes registered in this process (it
+    has no plugin entry points). Importing :mod:`conan_rag.chroma` registers it, so LlamaIndex's
+    ``ChromaVectorStore`` and Chroma's own calls can rebuild it. Called when the encoder loads
+    (torch is loading then anyway), never on ``import``.
+    """
+    try:
+        if importlib.util.find_spec("chromadb") is None:
+            return
+        import conan_rag.chroma  # noqa: F401  (registers "conan-rag" with Chroma)
+    except ImportError:  # a chromadb too old for embedding-function registration
+        return
 
 
 # Our option names -> this adapter's fields (BaseEmbedding owns ``model_name``).
@@ -131,6 +148,10 @@ class ConanEmbedding(SharedEncoderMixin, BaseEmbedding):
         """
         super().__init__(**translate_options(with_positional_model(model, data), RENAME))
         self._bind()
+
+    def _bind(self) -> None:
+        super()._bind()
+        _register_with_chroma()
 
     @model_validator(mode="before")
     @classmethod

@@ -31,8 +31,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 try:
-    from conan_rag.adapters import SharedRerankerMixin, model_alias
-    from conan_rag.reranking import DEFAULT_RERANKER
+    from conan_rag import DEFAULT_RERANKER
+    from conan_rag.adapter_kit import SharedRerankerMixin, model_alias
 except ImportError as exc:  # pragma: no cover - exercised only without conan-rag installed
     raise ImportError(
         "llama-index-postprocessor-conan-rerank needs the conan-rag package; install it with "
@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without conan-ra
     ) from exc
 
 if TYPE_CHECKING:
-    from conan_rag.reranking import Reranker
+    from conan_rag import Reranker
 
 dispatcher = get_dispatcher(__name__)
 
@@ -51,12 +51,12 @@ class ConanRerank(SharedRerankerMixin, BaseNodePostprocessor):
     Each node is scored on ``node.get_content(metadata_mode=MetadataMode.EMBED)`` against the
     query; the returned :class:`~llama_index.core.schema.NodeWithScore` objects are new, best
     first, with ``score`` set to the cross-encoder's score (sigmoid in [0, 1] for the usual
-    single-label rerankers), and their order equals :meth:`conan_rag.reranking.Reranker.rank`.
+    single-label rerankers), and their order equals :meth:`conan_rag.Reranker.rank`.
     The input nodes are not changed (with ``keep_retrieval_score``, the returned node is a copy
     whose ``metadata["retrieval_score"]`` holds the incoming score). Emits the ``RERANKING``
     callback event and the ``ReRankStartEvent``/``ReRankEndEvent`` instrumentation events.
 
-    Instances with the same settings share one :class:`~conan_rag.reranking.Reranker` (and one
+    Instances with the same settings share one :class:`~conan_rag.Reranker` (and one
     set of weights) with every conan-rag adapter in the process; torch loads with the first
     instance, not on import. Assigning a setting or ``model_copy(update=...)`` rebinds the
     reranker; pickles, copies and ``to_dict()``/``from_dict()`` carry settings.

@@ -5,8 +5,7 @@ Needs the RAG extra (``pip install 'conan-rag[rag]'``).
 Example:
     >>> import tempfile
     >>> from conan_rag import load_encoder
-    >>> from conan_rag.rag.documents import Document
-    >>> from conan_rag.rag.pipeline import Pipeline
+    >>> from conan_rag.rag import Document, Pipeline
     >>> from llama_index.retrievers.conan import ConanRetriever
     >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     >>> pipe = Pipeline(enc, db=tempfile.mkdtemp())

@@ -3,8 +3,7 @@
 Example:
     >>> import tempfile
     >>> from conan_rag import load_encoder
-    >>> from conan_rag.rag.documents import Document
-    >>> from conan_rag.rag.pipeline import Pipeline
+    >>> from conan_rag.rag import Document, Pipeline
     >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     >>> pipe = Pipeline(enc, db=tempfile.mkdtemp())
     >>> _ = pipe.ingest([Document("e1", "Error E-1234 means the pump overheated.", "manual")])
@@ -26,9 +25,8 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import IndexNode, NodeWithScore, QueryBundle, TextNode
 
 try:
-    from conan_rag.errors import ConanConfigError
-    from conan_rag.rag.pipeline import Pipeline
-    from conan_rag.rag.retrieval import Hit, RetrievalOptions
+    from conan_rag import ConanConfigError
+    from conan_rag.rag import Hit, Pipeline, RetrievalOptions
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError(
         "llama-index-retrievers-conan needs conan-rag's RAG extra; install it with "
@@ -49,7 +47,7 @@ BOOKKEEPING_KEYS: tuple[str, ...] = (
 
 
 def as_options(options: RetrievalOptions | Mapping[str, Any] | None) -> RetrievalOptions:
-    """Options from a :class:`~conan_rag.rag.retrieval.RetrievalOptions` or a dict of its fields.
+    """Options from a :class:`~conan_rag.rag.RetrievalOptions` or a dict of its fields.
 
     Raises:
         ConanConfigError: an unknown key (the message lists the valid ones) or a bad value.
@@ -76,7 +74,7 @@ def as_options(options: RetrievalOptions | Mapping[str, Any] | None) -> Retrieva
 class ConanRetriever(BaseRetriever):
     """Retrieve chunks from a conan-rag pipeline: dense, lexical (BM25) or hybrid, reranked or not.
 
-    ``options`` is the :class:`~conan_rag.rag.retrieval.RetrievalOptions` that
+    ``options`` is the :class:`~conan_rag.rag.RetrievalOptions` that
     ``Pipeline.retrieve`` and ``conan-rag query`` take, or a dict of its fields:
     ``{"retrieval": "hybrid", "k": 5}`` fuses BM25 (jieba-aware for Chinese) with the dense
     list; ``{"reranker": "BAAI/bge-reranker-v2-m3"}`` re-scores the best ``rerank_top``
@@ -113,8 +111,7 @@ class ConanRetriever(BaseRetriever):
     Example:
         >>> import tempfile
         >>> from conan_rag import load_encoder
-        >>> from conan_rag.rag.documents import Document
-        >>> from conan_rag.rag.pipeline import Pipeline
+        >>> from conan_rag.rag import Document, Pipeline
         >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
         >>> pipe = Pipeline(enc, db=tempfile.mkdtemp())
         >>> _ = pipe.ingest([Document("paris", "Paris is the capital of France.", "facts")])

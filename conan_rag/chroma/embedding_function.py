@@ -1,33 +1,22 @@
 """ConanEmbeddingFunction: a Chroma embedding function on the shared encoder, saved as config.
 
-Chroma stores ``name()`` and ``get_config()`` with a collection; importing this module registers
-the class, so any process that imports it can open the collection by name alone
-(``client.get_collection(name)``) and query it with ``query_texts``: Chroma rebuilds the
-function with :meth:`ConanEmbeddingFunction.build_from_config`.
-
-What a collection records is what changes the vectors (model, revision, prompts,
-``truncate_dim``, ``max_seq_length``, normalization, and the model's fingerprint). Device and
-dtype are chosen by the machine that opens it (``"auto"``), or by the ``CONAN_RAG_DEVICE`` and
-``CONAN_RAG_DTYPE`` environment variables, or by passing your own function to
-``get_collection``; ``CONAN_RAG_ENDPOINT`` embeds on a ``conan-rag serve`` server instead. A
-function whose vector settings differ from the recorded ones is refused when the collection is
-opened, before anything is added or queried.
+Chroma stores ``name()`` and ``get_config()`` with a collection and rebuilds the function with
+:meth:`ConanEmbeddingFunction.build_from_config` when the collection is opened by name alone.
+Device and dtype are chosen by the machine that opens it (``"auto"``), or by the
+``CONAN_RAG_DEVICE`` and ``CONAN_RAG_DTYPE`` environment variables; ``CONAN_RAG_ENDPOINT``
+embeds on a ``conan-rag serve`` server instead.
 
 Example:
-    >>> import chromadb
     >>> from conan_rag.chroma import ConanEmbeddingFunction
     >>> ef = ConanEmbeddingFunction("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
-    >>> col = chromadb.EphemeralClient().create_collection("facts", embedding_function=ef)
-    >>> col.add(ids=["1", "2"], documents=["Paris is in France.", "Bananas are yellow."])
-    >>> col.query(query_texts=["French capital"], n_results=1)["ids"]
-    [['1']]
+    >>> ef(["Paris is in France."])[0].shape
+    (384,)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "conan_rag.chroma needs chromadb; install it with `pip install 'conan-rag[rag]'`."
     ) from exc
 
-from conan_rag.adapters import open_encoder, translate_options, with_positional_model
+from conan_rag.adapter_kit import open_encoder, translate_options, with_positional_model
 from conan_rag.config import EncoderConfig
 from conan_rag.errors import CollectionMismatchError, ConanConfigError
 from conan_rag.registry import load_encoder
@@ -339,52 +328,3 @@ def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if not changed and old.get(FINGERPRINT) and new.get(FINGERPRINT) != old[FINGERPRINT]:
         changed.append(FINGERPRINT)
     return changed
-
-
-def check_reopen(embedding_function: Any, persisted: dict[str, Any] | None) -> None:
-    """Refuse opening a conan-rag collection with a function whose vector settings differ.
-
-    Chroma itself compares only the functions' names when a collection is opened; importing
-    this module adds this check to ``get_collection``, ``get_collection_by_id`` and
-    ``get_or_create_collection`` of Chroma's clients (sync and async).
-
-    Args:
-        embedding_function: the function passed to ``get_collection``.
-        persisted: the collection's stored ``{"name": ..., "config": ...}`` (or ``None``).
-
-    Raises:
-        ConanConfigError: see :meth:`ConanEmbeddingFunction.validate_config_update`.
-    """
-    if not isinstance(embedding_function, ConanEmbeddingFunction) or not persisted:
-        return
-    if persisted.get("name") != NAME or not isinstance(persisted.get("config"), dict):
-        return
-    embedding_function.validate_config_update(persisted["config"], embedding_function.get_config())
-
-
-def _install_reopen_check() -> None:
-    """Run :func:`check_reopen` after Chroma's own name check, once per client module."""
-    import importlib
-
-    for module_name in ("chromadb.api.client", "chromadb.api.async_client"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:  # pragma: no cover - a Chroma without that client
-            continue
-        original = getattr(module, "validate_embedding_function_conflict_on_get", None)
-        if original is None or getattr(original, "conan_rag_check", False):
-            continue
-
-        def checked(
-            embedding_function: Any,
-            persisted_ef_config: dict[str, Any] | None,
-            _original: Callable[..., None] = original,
-        ) -> None:
-            _original(embedding_function, persisted_ef_config)
-            check_reopen(embedding_function, persisted_ef_config)
-
-        checked.conan_rag_check = True  # type: ignore[attr-defined]
-        module.validate_embedding_function_conflict_on_get = checked  # type: ignore[attr-defined]
-
-
-_install_reopen_check()
