@@ -1,4 +1,7 @@
-"""Chroma clients and collections that remember, and enforce, the encoder that filled them.
+"""Chroma behind the store protocol: the only module of the RAG app that imports ``chromadb``.
+
+:class:`ChromaStore` implements :class:`~conan_rag.rag.store.protocol.VectorStore` over one
+collection. Its clients and collections remember, and enforce, the encoder that filled them.
 
 An embedded ``chromadb.PersistentClient`` by default (folder ``./.conan_rag``); a
 ``chromadb.HttpClient`` for a ``http://HOST:PORT`` URL, authenticated with a token read only from
@@ -13,9 +16,9 @@ Example:
     >>> from conan_rag import load_encoder
     >>> client = open_client(db=tempfile.mkdtemp())
     >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2")
-    >>> collection = open_collection(client, "notes", enc)
-    >>> collection.metadata[MODEL_KEY]
-    'sentence-transformers/all-MiniLM-L6-v2'
+    >>> store = ChromaStore.open(client, "notes", enc)
+    >>> store.collection.metadata[MODEL_KEY], store.count()
+    ('sentence-transformers/all-MiniLM-L6-v2', 0)
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+import numpy as np
 
 from conan_rag.config import EncoderConfig
 from conan_rag.errors import (
@@ -36,6 +43,7 @@ from conan_rag.errors import (
     ConanConfigError,
     StoreError,
 )
+from conan_rag.rag.store.protocol import Field, Records
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -53,7 +61,9 @@ MODEL_KEY = "conan_rag:model_id"
 DIM_KEY = "conan_rag:dim"
 FINGERPRINT_KEY = "conan_rag:fingerprint"
 CONFIG_KEY = "conan_rag:encoder_config"
+GENERATION_KEY = "conan_rag:lexical_generation"
 HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200}
+_INCLUDE = {"texts": "documents", "metadatas": "metadatas", "vectors": "embeddings"}
 
 
 def auth_headers() -> dict[str, str]:
@@ -174,10 +184,9 @@ def open_client(
             path.mkdir(parents=True, exist_ok=True)
             return chromadb.PersistentClient(path=str(path), settings=settings)
         except Exception as exc:  # noqa: BLE001 - chromadb/sqlite raise many kinds
-            raise _store_error(
-                path, f"Chroma cannot open it ({type(exc).__name__}: {str(exc)[:200]})",
-                "check that it is a Chroma folder and that no other program holds it",
-            ) from None  # fmt: skip
+            problem = f"Chroma cannot open it ({type(exc).__name__}: {str(exc)[:200]})"
+            fix = "check that it is a Chroma folder and that no other program holds it"
+            raise _store_error(path, problem, fix) from None
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConanConfigError(
@@ -224,9 +233,8 @@ def check_encoder(metadata: dict[str, Any] | None, encoder: EncoderLike, name: s
     Raises:
         CollectionMismatchError: names the recorded and the offered model.
     """
-    check_recorded(metadata, name, encoder.model_id, encoder.dim, encoder.fingerprint,
-                   fix="Open it with the encoder it records (see recorded_config), or use "
-                   "another collection.")  # fmt: skip
+    fix = "Open it with the encoder it records (see recorded_config), or use another collection."
+    check_recorded(metadata, name, encoder.model_id, encoder.dim, encoder.fingerprint, fix=fix)
 
 
 def check_recorded(
@@ -327,3 +335,224 @@ def batch_size(client: ClientAPI, wanted: int | None = None) -> int:
     """Records per upsert: ``wanted`` capped by the client's ``get_max_batch_size()``."""
     limit = int(client.get_max_batch_size())
     return max(1, min(limit, wanted)) if wanted else limit
+
+
+class ChromaStore:
+    """One Chroma collection behind the :class:`~conan_rag.rag.store.protocol.VectorStore` protocol.
+
+    :meth:`version` is the collection's generation (set by :meth:`mark_changed`, which every
+    conan-rag write path calls first) joined with a sign of any write. For an embedded store
+    that sign is the sequence number of Chroma's own write log for the collection, so every
+    add, upsert, update or delete by any program (plain ``chromadb``, LangChain's
+    ``Chroma.add_texts``) changes it. A Chroma server does not expose that log: there the sign is
+    the chunk count, which sees foreign adds and deletes but not an update in place, nor an add
+    and a delete of as many chunks between two searches.
+
+    Args:
+        client: the Chroma client.
+        collection: the collection (opened without an embedding function: we pass vectors).
+        db: the embedded store's folder, when it is one.
+        url: the server's URL, when it is one.
+    """
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        collection: Collection,
+        *,
+        db: Path | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.client = client
+        self.collection = collection
+        self.name = collection.name
+        self.db = db
+        self.url = url
+        self.max_batch = int(client.get_max_batch_size())
+
+    @classmethod
+    def open(
+        cls,
+        client: ClientAPI,
+        name: str,
+        encoder: EncoderLike | None,
+        *,
+        create: bool = True,
+        db: str | Path | None = None,
+        url: str | None = None,
+    ) -> ChromaStore:
+        """Open (or create) ``name``, checked against ``encoder`` (see :func:`open_collection`)."""
+        collection = open_collection(client, name, encoder, create=create)
+        folder = None if db is None else Path(db).expanduser().resolve()
+        return cls(client, collection, db=folder, url=url)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> ChromaStore:
+        """Open the collection another process described with :meth:`spec` (no encoder check)."""
+        url, db = spec.get("url"), spec.get("db")
+        client = open_client(db=db, url=url, write=True)
+        found = find_collection(client, str(spec["collection"]))
+        if found is None:
+            raise CollectionNotFoundError(str(spec["collection"]), [])
+        return cls(client, found, db=None if db is None else Path(db), url=url)
+
+    def spec(self) -> dict[str, Any]:
+        """``{"collection", "url"}`` or ``{"collection", "db"}`` (the token stays in the env)."""
+        where: dict[str, Any] = {"url": self.url} if self.url else {"db": str(self.db)}
+        return {"collection": self.name, **where}
+
+    # -- reading --------------------------------------------------------------------------------
+    def count(self) -> int:
+        """How many chunks the collection holds."""
+        return int(self.collection.count())
+
+    def scan(self, fields: Sequence[Field] = ("metadatas",), page: int = 5000) -> Iterator[Records]:
+        """Every chunk, ``page`` at a time (offset paging)."""
+        offset = 0
+        while True:
+            got = self.collection.get(include=_include(fields), limit=page, offset=offset)
+            records = _records(got, fields)
+            if records.ids:
+                yield records
+            if len(records.ids) < page:
+                return
+            offset += page
+
+    def get(
+        self,
+        ids: Sequence[str],
+        fields: Sequence[Field],
+        where: Mapping[str, Any] | None = None,
+    ) -> Records:
+        """The chunks with these ids that exist (and match the metadata filter ``where``)."""
+        if not ids:
+            return _records({"ids": []}, fields)
+        got = self.collection.get(
+            ids=list(ids), where=dict(where) if where else None, include=_include(fields)
+        )
+        return _records(got, fields)
+
+    def query(
+        self,
+        vectors: np.ndarray,
+        n: int,
+        where: Mapping[str, Any] | None = None,
+        fields: Sequence[Field] = ("texts", "metadatas"),
+    ) -> list[Records]:
+        """The ``n`` nearest chunks of each query vector, with cosine distances."""
+        raw: Any = self.collection.query(
+            query_embeddings=np.asarray(vectors, dtype=np.float32),
+            n_results=n,
+            where=dict(where) if where else None,
+            include=[*_include(fields), "distances"],  # type: ignore[list-item]
+        )
+        out = []
+        for row in range(len(raw["ids"])):
+            one = {
+                key: (value[row] if value is not None else None)
+                for key, value in raw.items()
+                if key in ("ids", "documents", "metadatas", "embeddings", "distances")
+            }
+            records = _records(one, fields)
+            records.distances = [float(d) for d in one.get("distances") or []]
+            out.append(records)
+        return out
+
+    # -- writing --------------------------------------------------------------------------------
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Insert or replace chunks."""
+        self.collection.upsert(
+            ids=[str(i) for i in ids],
+            embeddings=np.asarray(vectors, dtype=np.float32),
+            documents=[str(t) for t in texts],
+            metadatas=[dict(m) for m in metadatas],  # type: ignore[misc]
+        )
+
+    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> None:
+        """Merge keys into stored chunks' metadata."""
+        self.collection.update(ids=list(ids), metadatas=[dict(m) for m in metadatas])  # type: ignore[misc]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete chunks by id."""
+        if ids:
+            self.collection.delete(ids=list(ids))
+
+    # -- what derived indexes need ----------------------------------------------------------------
+    def mark_changed(self) -> None:
+        """Write a new generation into the collection's metadata."""
+        metadata = dict(self._fresh().metadata or {})
+        metadata[GENERATION_KEY] = uuid.uuid4().hex
+        self.collection.modify(metadata=metadata)
+
+    def version(self) -> str:
+        """The generation and a sign of any write (see the class docstring)."""
+        collection = self._fresh()
+        generation = (collection.metadata or {}).get(GENERATION_KEY) or ""
+        sequence = self._log_sequence()
+        sign = f"seq{sequence}" if sequence is not None else f"n{collection.count()}"
+        return f"{generation}:{sign}"
+
+    def derived_path(self, kind: str) -> Path:
+        """A file for derived data: beside an embedded store, else in the user cache.
+
+        ``<db>/conan_rag_<kind>/<collection>.sqlite``, or
+        ``$XDG_CACHE_HOME/conan_rag/<kind>/<host>_<port>/<collection>.sqlite`` for a server.
+        """
+        if self.db is not None:
+            return self.db / f"conan_rag_{kind}" / f"{self.name}.sqlite"
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        if self.url is None:  # a client we did not open: key by the collection's id
+            return cache / "conan_rag" / kind / "clients" / f"{self.collection.id}.sqlite"
+        parsed = urlparse(self.url)
+        server = f"{parsed.hostname}_{parsed.port}" if parsed.port else str(parsed.hostname)
+        return cache / "conan_rag" / kind / server / f"{self.name}.sqlite"
+
+    def _fresh(self) -> Collection:
+        """The collection re-read (its metadata may have been changed by another process)."""
+        self.collection = self.client.get_collection(self.name, embedding_function=None)
+        return self.collection
+
+    def _log_sequence(self) -> int | None:
+        """The last write-log sequence number of an embedded collection (``None`` elsewhere)."""
+        if self.db is None:
+            return None
+        query = (
+            "SELECT m.seq_id FROM max_seq_id m JOIN segments s ON s.id = m.segment_id "
+            "WHERE s.collection = ? AND s.scope = 'METADATA'"
+        )
+        try:
+            uri = f"file:{self.db / SQLITE_FILE}?mode=ro"
+            with sqlite3.connect(uri, uri=True, timeout=30) as db:
+                row = db.execute(query, (str(self.collection.id),)).fetchone()
+        except sqlite3.Error:  # another Chroma schema: fall back to the count
+            return None
+        return None if row is None else int(row[0])
+
+
+def _include(fields: Sequence[Field]) -> list[Any]:
+    return [_INCLUDE[f] for f in fields]
+
+
+def _records(got: Mapping[str, Any], fields: Sequence[Field]) -> Records:
+    """Chroma's column dict as :class:`Records` (vectors as a float32 matrix)."""
+    ids = [str(i) for i in got.get("ids") or []]
+    vectors = None
+    if "vectors" in fields:
+        raw = got.get("embeddings")
+        vectors = np.asarray(
+            raw if raw is not None and len(raw) else np.zeros((0, 0)), dtype=np.float32
+        )
+    return Records(
+        ids=ids,
+        texts=[t or "" for t in got.get("documents") or []] if "texts" in fields else None,
+        metadatas=[dict(m or {}) for m in got.get("metadatas") or []]
+        if "metadatas" in fields
+        else None,
+        vectors=vectors,
+    )
