@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from conan_rag import load_encoder
 from conan_rag.rag.evaluation import BeirData, beir_documents, beir_run, evaluate, load_beir, subset
 from conan_rag.rag.pipeline import Pipeline
-from conan_rag.rag.retrieval import RETRIEVAL_MODES, RetrievalOptions
+from conan_rag.rag.search.retrieval import RETRIEVAL_MODES, RetrievalOptions
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -56,10 +56,20 @@ def write_text(path: Path, size: int) -> None:
 def measure(path: Path, model: str, dtype: str, folder: Path) -> dict:
     """Ingest ``path`` with the real CLI in a fresh process; its peak RSS and time."""
     command = [
-        str(Path(sys.executable).with_name("conan-rag")), "ingest", str(path),
-        "--db", str(folder / f"db-{path.stem}"), "--model", model, "--dtype", dtype,
-        "--device", "cpu", "--json", "--no-progress",
-    ]  # fmt: skip
+        str(Path(sys.executable).with_name("conan-rag")),
+        "ingest",
+        str(path),
+        "--db",
+        str(folder / f"db-{path.stem}"),
+        "--model",
+        model,
+        "--dtype",
+        dtype,
+        "--device",
+        "cpu",
+        "--json",
+        "--no-progress",
+    ]
     done = subprocess.run(
         [sys.executable, "-c", CHILD, *command], capture_output=True, text=True, check=True
     )
@@ -99,8 +109,10 @@ def main() -> None:
             )
     base = rows[0]["peak_mb"]
     growth = max(r["peak_mb"] for r in rows[1:]) - base
-    print(f"model {args.model}, dtype {args.dtype}: baseline {base:.0f} MB, largest growth "
-          f"over it {growth:.0f} MB")  # fmt: skip
+    print(
+        f"model {args.model}, dtype {args.dtype}: baseline {base:.0f} MB, largest growth "
+        f"over it {growth:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

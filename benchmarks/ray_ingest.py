@@ -77,8 +77,7 @@ def ray_startup_s() -> float:
     import ray
 
     start = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, configure_logging=False,
-             log_to_driver=False)  # fmt: skip
+    ray.init(address="local", include_dashboard=False, configure_logging=False, log_to_driver=False)
     ray.shutdown()
     return time.perf_counter() - start
 
@@ -125,9 +124,11 @@ def main() -> None:
         raise SystemExit(f"variants embedded different chunk counts: {chunks}")
     n_chunks = next(iter(chunks.values()))
     cpu = os.cpu_count()
-    print(f"\n{args.n} SciFact abstracts ({chars:,} chars, {n_chunks:,} chunks), model "
-          f"{args.model}, dtype {args.dtype}, {cpu} CPUs, torch threads {threads}; "
-          f"median of {args.runs}")  # fmt: skip
+    print(
+        f"\n{args.n} SciFact abstracts ({chars:,} chars, {n_chunks:,} chunks), model "
+        f"{args.model}, dtype {args.dtype}, {cpu} CPUs, torch threads {threads}; "
+        f"median of {args.runs}"
+    )
     print(f"Ray local runtime start + stop alone: {startup:.1f} s\n")
     print(f"{'variant':<8} {'seconds':>8} {'chunks/s':>9} {'x single':>9}")
     base = statistics.median(times["single"]) if "single" in times else None

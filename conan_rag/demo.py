@@ -19,7 +19,7 @@ from pathlib import Path
 
 from conan_rag.model.files import BUNDLED_MINILM
 from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
-from conan_rag.rag.retrieval import RetrievalOptions
+from conan_rag.rag.search.retrieval import RetrievalOptions
 from conan_rag.registry import load_encoder
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

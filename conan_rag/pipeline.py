@@ -13,7 +13,7 @@ from __future__ import annotations
 from conan_rag.rag.answer import Answer
 from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
 from conan_rag.rag.report import IngestInterrupted, IngestReport
-from conan_rag.rag.retrieval import Hit, RetrievalOptions
+from conan_rag.rag.search.retrieval import Hit, RetrievalOptions
 
 __all__ = [
     "MODEL_ENV",

@@ -72,8 +72,11 @@ def test_ray_ingest_benchmark_runs_with_smoke_sizes() -> None:
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line[:4] in
-            ("sing", "ray1")}  # fmt: skip
+    rows = {
+        line.split()[0]: line.split()
+        for line in proc.stdout.splitlines()
+        if line[:4] in ("sing", "ray1")
+    }
     assert float(rows["single"][2]) > 0 and float(rows["ray1"][2]) > 0  # chunks/s
     assert rows["single"][3] == "1.00x" and float(rows["ray1"][3].rstrip("x")) > 0
     assert "Ray local runtime start + stop alone:" in proc.stdout

@@ -87,10 +87,26 @@ def test_plain_output(tmp_path: Path, conan_tiny: Path, capsys) -> None:
 def test_eval_scifact_subset_with_sweep(
     tmp_path: Path, minilm_path: Path, data_dir: Path, capsys
 ) -> None:
-    args = ["eval", "--beir", str(data_dir / "scifact"), "--model", str(minilm_path),
-            "--whole-documents", "--limit-docs", "150", "--limit-queries", "15",
-            "--db", str(tmp_path / "db"), "--no-progress", "--json",
-            "--thresholds", "0.3:0.7:0.2", "--plot", str(tmp_path / "sweep.png")]  # fmt: skip
+    args = [
+        "eval",
+        "--beir",
+        str(data_dir / "scifact"),
+        "--model",
+        str(minilm_path),
+        "--whole-documents",
+        "--limit-docs",
+        "150",
+        "--limit-queries",
+        "15",
+        "--db",
+        str(tmp_path / "db"),
+        "--no-progress",
+        "--json",
+        "--thresholds",
+        "0.3:0.7:0.2",
+        "--plot",
+        str(tmp_path / "sweep.png"),
+    ]
     assert main(args) == 0
     result = _json(capsys)
     assert result["documents"] == 150 and result["queries"] == 15 and result["chunks"] == 150
@@ -112,17 +128,33 @@ def test_console_script_subprocess(tmp_path: Path, conan_tiny: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CONAN_RAG_CHROMA_TOKEN": "s3cret-token"}
     db = str(tmp_path / "db")
     done = subprocess.run(
-        [str(script), "ingest", str(CORPUS / "vaccines.md"), "--db", db,
-         "--model", str(conan_tiny), "--json"],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            str(script),
+            "ingest",
+            str(CORPUS / "vaccines.md"),
+            "--db",
+            db,
+            "--model",
+            str(conan_tiny),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["added"] == 1
     assert "s3cret-token" not in done.stdout + done.stderr
     bad = subprocess.run(
         [str(script), "query", "x", "--db", db, "--chroma-url", "ftp://nowhere"],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert bad.returncode == 2 and "http://HOST:PORT" in bad.stderr
 
 
@@ -158,8 +190,20 @@ def test_query_builds_no_ingest_machinery(
     from conan_rag.rag import chunking
 
     db = str(tmp_path / "db")
-    assert main(["ingest", str(CORPUS / "vaccines.md"), "--db", db, "--model", str(conan_tiny),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "ingest",
+                str(CORPUS / "vaccines.md"),
+                "--db",
+                db,
+                "--model",
+                str(conan_tiny),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
     def no_chunker(*args: object, **kwargs: object) -> None:
         raise AssertionError("a query must not build a Chunker (it deep-copies the tokenizer)")
@@ -173,10 +217,22 @@ def test_the_wheel_ships_the_demo_corpus(tmp_path: Path) -> None:
     import zipfile
 
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("conan_rag-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -186,7 +242,10 @@ def test_the_wheel_ships_the_demo_corpus(tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     found = subprocess.run(  # the demo finds its corpus inside the installed package
         [sys.executable, "-c", "from conan_rag import demo; print(demo.CORPUS)"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
-    )  # fmt: skip
+    )
     assert Path(found.stdout.strip()) == (tmp_path / "site" / "conan_rag" / "corpus").resolve()

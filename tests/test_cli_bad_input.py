@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -154,53 +153,59 @@ def test_progress_advances_per_batch_in_phases(tmp_path: Path, conan_tiny: Path,
     assert "Checking for changes" in err and "Embedding" in err and "chunks=" in err
 
 
+def _signal_once_written(child: subprocess.Popen[bytes], at_least: int, seen: bytearray) -> None:
+    """Read the child's stderr; send SIGINT once its bar says ``at_least`` chunks are written.
+
+    Synchronised on the ingest's own state (the ``chunks=N`` it reports after each written
+    group), not on a clock: however busy the machine, the signal lands after that much is stored.
+    """
+    assert child.stderr is not None
+    fd, sent = child.stderr.fileno(), False
+    while data := os.read(fd, 65536):  # tqdm redraws with "\r": read what is there, not lines
+        seen.extend(data)
+        written = [int(n) for n in re.findall(rb"chunks=(\d+)", seen)]
+        if not sent and written and max(written) >= at_least:
+            child.send_signal(signal.SIGINT)
+            sent = True
+
+
 def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
     tmp_path: Path, minilm_path: Path
 ) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    for i in range(80):  # ~5 s of embedding: the signal lands well inside it
+    for i in range(80):  # ~1000 chunks, 8 groups of 128: the signal comes after the first
         body = " ".join(f"Protein {i}-{j} binds gene {j} in cell line {i}." for j in range(40))
         (docs / f"paper{i:02d}.txt").write_text(body, encoding="utf-8")
     model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
     command = [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), *model]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert child.stderr is not None
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     seen = bytearray()
-
-    def read() -> None:  # tqdm redraws with "\r", so read bytes, not lines
-        while byte := child.stderr.read(1):  # type: ignore[union-attr]
-            seen.extend(byte)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while b"chunks=" not in seen and time.monotonic() < deadline:  # groups are being written
-        time.sleep(0.05)
-    time.sleep(0.3)
-    child.send_signal(signal.SIGINT)
-    assert child.stdout is not None
-    child.stdout.read()
-    child.wait(timeout=120)
-    reader.join(timeout=10)
+    _signal_once_written(child, 1, seen)
+    child.wait(timeout=600)
     err = seen.decode(errors="replace")
     assert child.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     message = err.strip().splitlines()[-1]
     assert "interrupted;" in message and "Run the same command again to resume" in message
     written = int(message.split("interrupted; ")[1].split(" chunks")[0])
-    assert written > 0
+    assert written == Pipeline(db=tmp_path / "db").collection.count() > 0  # all of it is kept
 
-    resumed = subprocess.run([*command, "--json", "--no-progress"], capture_output=True,
-                             text=True, env=env, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        [*command, "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads(resumed.stdout)
     clean = subprocess.run(
         [*command[:4], str(tmp_path / "clean"), *command[5:], "--json", "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     full = json.loads(clean.stdout)["chunks_embedded"]
+    assert written < full  # it stopped with work left, so the rerun had something to resume
     assert report["chunks_embedded"] <= full - written + 1  # what was written is not redone
     got = Pipeline(db=tmp_path / "db").collection.get(include=["documents"])
     want = Pipeline(db=tmp_path / "clean").collection.get(include=["documents"])
@@ -240,10 +245,22 @@ def test_db_that_is_a_file_or_read_only_gets_one_line(
     try:
         for db in (readonly / "new_db", existing):
             done = subprocess.run(
-                [*_without_file_permissions_bypass(), str(CONAN_RAG), "ingest", str(docs),
-                 "--db", str(db), "--model", str(conan_tiny), "--no-progress"],
-                capture_output=True, text=True, env=env, timeout=120,
-            )  # fmt: skip
+                [
+                    *_without_file_permissions_bypass(),
+                    str(CONAN_RAG),
+                    "ingest",
+                    str(docs),
+                    "--db",
+                    str(db),
+                    "--model",
+                    str(conan_tiny),
+                    "--no-progress",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
             assert done.returncode == 2, done.stderr
             assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
             assert f"--db {db}" in done.stderr
@@ -310,8 +327,11 @@ def test_default_model_missing_creates_nothing_and_says_how_to_get_it(tmp_path: 
     env.update(HF_HOME=str(tmp_path / "empty_hf_home"), HF_HUB_OFFLINE="1")
     done = subprocess.run(
         [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "`hf download TencentBAC/Conan-embedding-v1`" in done.stderr
     assert "`huggingface-cli download TencentBAC/Conan-embedding-v1`" in done.stderr

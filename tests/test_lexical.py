@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import conan_rag
-from conan_rag.rag.bm25 import GENERATION_KEY, LexicalIndex
-from conan_rag.rag.fusion import rrf
-from conan_rag.rag.lexical import lexical_tokens
 from conan_rag.rag.pipeline import Pipeline
 from conan_rag.rag.report import IngestInterrupted
-from conan_rag.rag.retrieval import RetrievalOptions
+from conan_rag.rag.search.fusion import rrf
+from conan_rag.rag.search.lexical_index import LexicalIndex
+from conan_rag.rag.search.retrieval import RetrievalOptions
+from conan_rag.rag.search.tokens import lexical_tokens
 from tests.pipeline_helpers import server_url  # noqa: F401 - the fixture used below
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -55,6 +55,22 @@ def test_options_are_checked() -> None:
         RetrievalOptions(retrieval="hybrid", weights=(0.0, 0.0))
 
 
+def test_options_are_settings_with_rescore_not_rerank() -> None:
+    import json
+
+    options = RetrievalOptions(k=3, retrieval="hybrid", weights=(1, 0.5), where={"doc_id": "a"})
+    assert options.weights == (1.0, 0.5) and options.rescore is True
+    assert RetrievalOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
+    assert options.replace(rescore=False).rescore is False
+    with pytest.raises(conan_rag.ConanConfigError, match="'rescore'") as unknown:
+        options.replace(rerank=False)  # the old name: exact re-scoring is `rescore`
+    assert unknown.value.setting == "rerank"
+    with pytest.raises(conan_rag.ConanConfigError, match="rescore must be one of"):
+        RetrievalOptions(rescore=1)  # type: ignore[arg-type]
+    with pytest.raises(conan_rag.ConanConfigError, match="lambda_mult"):
+        RetrievalOptions(lambda_mult=float("nan"))
+
+
 def _write(folder: Path, files: dict[str, str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
@@ -72,7 +88,7 @@ def pipe(tmp_path: Path) -> Pipeline:
 
 def _fresh(pipe: Pipeline, tmp_path: Path) -> LexicalIndex:
     index = LexicalIndex(tmp_path / "fresh" / "x.sqlite")
-    index.sync(pipe.collection)
+    index.sync(pipe.store)
     return index
 
 
@@ -81,8 +97,9 @@ def test_lexical_finds_exact_terms_and_reports_true_cosines(pipe: Pipeline) -> N
     assert hits[0].metadata["source"].endswith("code.txt")
     assert hits[0].lexical_score is not None and hits[0].lexical_score > 0
     query = pipe.encoder.encode(["XJ-4471"], kind="query")[0]
-    stored = pipe.collection.get(ids=[hits[0].id], include=["embeddings"])["embeddings"][0]
-    cosine = float(query @ stored / np.linalg.norm(stored))
+    stored = pipe.store.get([hits[0].id], ("vectors",)).vectors
+    assert stored is not None and stored.dtype == np.float32
+    cosine = float(query @ stored[0] / np.linalg.norm(stored[0]))  # float32 vectors
     assert hits[0].score == pytest.approx(cosine, abs=1e-5)
     chinese = pipe.retrieve("海淀区", RetrievalOptions(k=1, retrieval="lexical"))
     assert chinese[0].metadata["source"].endswith("beijing.txt")
@@ -131,13 +148,85 @@ def test_the_index_equals_a_fresh_one_after_updates_prunes_and_a_killed_run(
 
     with pytest.raises(IngestInterrupted):
         pipe.ingest([docs], on_progress=stop)
-    collection = pipe.client.get_collection(pipe.name, embedding_function=None)
-    assert collection.metadata[GENERATION_KEY] != pipe.lexical.generation
+    assert pipe.lexical.version != pipe.store.version()
+    assert not pipe.lexical.is_current(pipe.store)
     pipe.retrieve("granite", RetrievalOptions(retrieval="lexical"))
     assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
     pipe.ingest([docs])  # the re-run completes
     assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
-    assert len(pipe.lexical) == pipe.collection.count()
+    assert len(pipe.lexical) == pipe.store.count()
+    assert pipe.lexical.is_current(pipe.store)
+
+
+def test_a_foreign_writer_is_seen_by_the_next_lexical_search(
+    pipe: Pipeline, tmp_path: Path
+) -> None:
+    import chromadb
+    from chromadb.config import Settings
+
+    lexical = RetrievalOptions(k=1, retrieval="lexical")
+    assert pipe.retrieve("quartz", lexical) == []  # the index is built and current
+    assert pipe.lexical.is_current(pipe.store)
+    tea = pipe.retrieve("steamed green tea", lexical)[0]
+    assert tea.metadata["source"].endswith("tea.txt")
+
+    # plain chromadb on the same folder: no conan-rag write path, no mark_changed()
+    client = chromadb.PersistentClient(
+        path=str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False)
+    )
+    foreign = client.get_collection(pipe.name, embedding_function=None)
+    text = "Quartz crystals are made of silicon dioxide."
+    meta = {
+        **tea.metadata,  # the pipeline's metadata shape, another document's values
+        "source": str(tmp_path / "foreign" / "quartz.txt"),
+        "doc_id": "quartz",
+        "title": "Quartz",
+        "chunk_index": 0,
+        "char_start": 0,
+        "char_end": len(text),
+    }
+    if "doc_key" in meta:
+        meta["doc_key"] = meta["source"]
+    vector = pipe.encoder.encode([f"Quartz\n{text}"])[0].astype(np.float32)
+    foreign.add(ids=["foreign-quartz"], embeddings=[vector], documents=[text], metadatas=[meta])
+    assert not pipe.lexical.is_current(pipe.store)
+    hits = pipe.retrieve("quartz", lexical)
+    assert [h.id for h in hits] == ["foreign-quartz"]
+    assert hits[0].score == pytest.approx(
+        float(pipe.encoder.encode(["quartz"], kind="query")[0] @ vector), abs=1e-5
+    )  # float32 vectors: a true cosine, also for a chunk another program wrote
+
+    foreign.delete(ids=[tea.id])
+    assert not pipe.lexical.is_current(pipe.store)
+    found = pipe.retrieve("steamed green tea", RetrievalOptions(k=5, retrieval="lexical"))
+    assert tea.id not in [h.id for h in found]
+    hybrid = pipe.retrieve("steamed green tea", RetrievalOptions(k=5, retrieval="hybrid"))
+    assert tea.id not in [h.id for h in hybrid]
+    assert pipe.lexical.is_current(pipe.store)
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+
+
+def test_an_index_synced_by_another_instance_reloads_only_its_matrices(
+    pipe: Pipeline, tmp_path: Path
+) -> None:
+    path = tmp_path / "shared" / "lexical.sqlite"
+    mine, theirs = LexicalIndex(path), LexicalIndex(path)  # as two processes would
+    count = pipe.store.count()
+    first = mine.sync(pipe.store)
+    assert (first.added, first.removed, first.kept) == (count, 0, 0)
+    again = mine.sync(pipe.store)
+    assert (again.added, again.removed, again.kept) == (0, 0, count)
+    assert mine.is_current(pipe.store)
+    _write(tmp_path / "docs", {"quartz.txt": "Quartz is silicon dioxide."})
+    pipe.ingest([tmp_path / "docs"])  # the write path marks the store changed
+    assert mine.version != pipe.store.version() and not mine.is_current(pipe.store)
+    theirs.ensure(pipe.store)  # syncs the shared file
+    assert mine.version == pipe.store.version()  # the file is current ...
+    assert not mine.is_current(pipe.store)  # ... the matrices in memory are not
+    assert mine.search("quartz") == []
+    mine.ensure(pipe.store)
+    assert mine.is_current(pipe.store) and len(mine) == pipe.store.count() == count + 1
+    assert mine.search("quartz") == theirs.search("quartz") != []
 
 
 def test_a_cross_encoder_reorders_the_best_candidates(pipe: Pipeline, tmp_path: Path) -> None:

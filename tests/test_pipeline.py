@@ -18,7 +18,7 @@ from conan_rag.rag.answer import build_prompt, call_llm
 from conan_rag.rag.chunking import ChunkConfig
 from conan_rag.rag.documents import Document
 from conan_rag.rag.pipeline import Pipeline
-from conan_rag.rag.retrieval import RetrievalOptions as Options
+from conan_rag.rag.search.retrieval import RetrievalOptions as Options
 from tests.pipeline_helpers import (  # noqa: F401 - fixtures
     FACTS,
     fact_docs,
@@ -99,7 +99,7 @@ def test_scores_are_true_cosine(make_pipeline, minilm) -> None:
         assert hit.score == pytest.approx(float(q @ d), abs=1e-5)
         assert -1.0 <= hit.score <= 1.0
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    plain = pipe.retrieve(query, Options(k=6, rerank=False))
+    plain = pipe.retrieve(query, Options(k=6, rescore=False))
     assert {h.id: round(h.score, 4) for h in plain} == {h.id: round(h.score, 4) for h in hits}
 
 

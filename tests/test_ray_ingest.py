@@ -191,9 +191,24 @@ def test_killing_an_encoder_actor_mid_run_still_completes(
 
 
 def _ingest_command(corpus: Path, server: str, collection: str) -> list[str]:
-    return [*CLI, "ingest", str(corpus), "--ray", "local", "--chroma-url", server,
-            "--collection", collection, "--model", MINILM, "--dtype", "float32",
-            "--ray-batch-rows", "4", "--no-progress"]  # fmt: skip
+    return [
+        *CLI,
+        "ingest",
+        str(corpus),
+        "--ray",
+        "local",
+        "--chroma-url",
+        server,
+        "--collection",
+        collection,
+        "--model",
+        MINILM,
+        "--dtype",
+        "float32",
+        "--ray-batch-rows",
+        "4",
+        "--no-progress",
+    ]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])

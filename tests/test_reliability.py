@@ -64,9 +64,13 @@ def test_sigkill_midway_then_rerun_equals_clean_ingest(tmp_path: Path, conan_tin
     script = CHILD.format(repo=str(REPO), model=str(conan_tiny), db=db)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     child = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, env=env, cwd=REPO,
-    )  # fmt: skip
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     assert child.stdout is not None
     lines = []
     deadline = time.monotonic() + 300
@@ -85,8 +89,13 @@ def test_sigkill_midway_then_rerun_equals_clean_ingest(tmp_path: Path, conan_tin
 
     encoder = load_encoder(str(conan_tiny), device="cpu", dtype="float32")
     # the same two syncs, never killed: how many chunks v2 embeds over v1
-    unkilled = Pipeline(encoder, db=str(tmp_path / "unkilled"), collection="crash",
-                        chunking=CHUNKING, upsert_batch=8)  # fmt: skip
+    unkilled = Pipeline(
+        encoder,
+        db=str(tmp_path / "unkilled"),
+        collection="crash",
+        chunking=CHUNKING,
+        upsert_batch=8,
+    )
     unkilled.sync(crash_docs(1))
     total = unkilled.sync(crash_docs(2)).chunks_embedded
     assert total > written + 8  # the kill really happened midway
@@ -118,8 +127,9 @@ def test_ctrl_c_during_the_final_flush_leaves_no_thread_running(
     from conan_rag.rag.report import IngestInterrupted
 
     encoder = load_encoder(str(conan_tiny), device="cpu", dtype="float32")
-    pipe = Pipeline(encoder, db=str(tmp_path / "db"), collection="flush", chunking=CHUNKING,
-                    upsert_batch=8)  # fmt: skip
+    pipe = Pipeline(
+        encoder, db=str(tmp_path / "db"), collection="flush", chunking=CHUNKING, upsert_batch=8
+    )
     real_close, real_write = writer_module.Writer.close, writer_module.Writer._write
     writers: list = []
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conan_rag.adapters import open_encoder
+from conan_rag.adapter_kit import open_encoder
 from conan_rag.encoder import Encoder
 from conan_rag.errors import ConanConfigError, InputPathError
 from conan_rag.model.files import DEFAULT_MODEL
@@ -39,7 +39,7 @@ from conan_rag.rag.distributed import RayEngine
 from conan_rag.rag.export import check_export_folder
 from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
 from conan_rag.rag.report import IngestReport
-from conan_rag.rag.retrieval import RetrievalOptions, check_query
+from conan_rag.rag.search.retrieval import RetrievalOptions, check_query
 from conan_rag.rag.store import (
     DEFAULT_COLLECTION,
     batch_size,

@@ -18,7 +18,7 @@ from conan_rag.rag.chunking import DEFAULT_OVERLAP
 from conan_rag.rag.distributed import RayEngine
 from conan_rag.rag.documents import SUFFIXES
 from conan_rag.rag.pipeline import MODEL_ENV
-from conan_rag.rag.retrieval import RETRIEVAL_MODES, RetrievalOptions
+from conan_rag.rag.search.retrieval import RETRIEVAL_MODES, RetrievalOptions
 from conan_rag.rag.store import DEFAULT_COLLECTION, DEFAULT_DB, TOKEN_ENV
 from conan_rag.remote import API_KEY_ENV
 from conan_rag.server.settings import (

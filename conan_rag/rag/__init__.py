@@ -1,8 +1,85 @@
-"""The reference RAG application on top of the encoder core.
+"""The reference RAG application on top of the encoder core: import its public names from here.
 
-Documents (:mod:`~conan_rag.rag.documents`) are cut into chunks (:mod:`~conan_rag.rag.chunking`),
-stored in Chroma (:mod:`~conan_rag.rag.store`) by the ingest (:mod:`~conan_rag.rag.ingest`),
-retrieved by exact cosine (:mod:`~conan_rag.rag.retrieval`) and answered with citations
-(:mod:`~conan_rag.rag.answer`); :class:`~conan_rag.rag.pipeline.Pipeline` is the facade.
-Needs the ``rag`` extra: ``pip install 'conan-rag[rag]'``.
+Documents (``sources``) are cut into chunks (``chunking``), written through one sink into a
+vector store (``ingest``, ``store``: Chroma), retrieved by exact cosine, BM25 or both
+(``search``) and answered with citations (``answer``); :class:`Pipeline` is the facade. Needs
+the ``rag`` extra: ``pip install 'conan-rag[rag]'``. Names load on first use, so importing the
+package is light.
+
+Example:
+    >>> from conan_rag.rag import RetrievalOptions
+    >>> RetrievalOptions(k=3).k
+    3
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "Pipeline": "conan_rag.rag.pipeline",
+    "MODEL_ENV": "conan_rag.rag.pipeline",
+    "Answer": "conan_rag.rag.answer",
+    "RetrievalOptions": "conan_rag.rag.search.retrieval",
+    "Hit": "conan_rag.rag.search.retrieval",
+    "RETRIEVAL_MODES": "conan_rag.rag.search.retrieval",
+    "IngestReport": "conan_rag.rag.report",
+    "IngestInterrupted": "conan_rag.rag.report",
+    "ProgressEvent": "conan_rag.rag.progress",
+    "Document": "conan_rag.rag.documents",
+    "DocumentLike": "conan_rag.rag.documents",
+    "load_paths": "conan_rag.rag.discovery",
+    "ChunkConfig": "conan_rag.rag.chunks",
+    "Chunk": "conan_rag.rag.chunks",
+    "Chunker": "conan_rag.rag.chunking",
+    "RayEngine": "conan_rag.rag.ray_engine",
+    "load_export": "conan_rag.rag.export",
+    "open_client": "conan_rag.rag.store",
+    "lexical_tokens": "conan_rag.rag.search.tokens",
+    "BeirData": "conan_rag.rag.evaluation",
+    "beir_documents": "conan_rag.rag.evaluation",
+    "beir_run": "conan_rag.rag.evaluation",
+    "evaluate": "conan_rag.rag.evaluation",
+    "evaluation": "conan_rag.rag.evaluation",
+}
+__all__ = [
+    "MODEL_ENV",
+    "RETRIEVAL_MODES",
+    "Answer",
+    "BeirData",
+    "Chunk",
+    "ChunkConfig",
+    "Chunker",
+    "Document",
+    "DocumentLike",
+    "Hit",
+    "IngestInterrupted",
+    "IngestReport",
+    "Pipeline",
+    "ProgressEvent",
+    "RayEngine",
+    "RetrievalOptions",
+    "beir_documents",
+    "beir_run",
+    "evaluate",
+    "evaluation",
+    "lexical_tokens",
+    "load_export",
+    "load_paths",
+    "open_client",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conan_rag.rag' has no attribute {name!r}")
+    loaded = importlib.import_module(module)
+    return loaded if module.endswith("." + name) else getattr(loaded, name)
+
+
+def __dir__() -> list[str]:
+    return __all__

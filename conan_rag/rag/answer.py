@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from conan_rag.errors import ConanTypeError
-from conan_rag.rag.retrieval import Hit
+from conan_rag.rag.search.retrieval import Hit
 from conan_rag.rag.text import split_sentences
 
 if TYPE_CHECKING:

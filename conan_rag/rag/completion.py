@@ -70,9 +70,15 @@ class Completer:
         report = self.report
         before = report.chunks_embedded
         for kind, chunk_id, key, n, parts, stale, added, text in zip(
-            batch["kind"], batch["id"], batch["key"], batch["n"], batch["parts"],
-            batch["stale"], batch["added"], batch["text"],
-        ):  # fmt: skip
+            batch["kind"],
+            batch["id"],
+            batch["key"],
+            batch["n"],
+            batch["parts"],
+            batch["stale"],
+            batch["added"],
+            batch["text"],
+        ):
             if kind == "skip":
                 report.skipped.append((str(key), str(text)))
                 continue

@@ -52,10 +52,26 @@ SAMPLE_BYTES = 1 << 20  # bytes read to choose a file's encoding
 READ_BYTES = 1 << 20  # bytes per block when a file is decoded in blocks
 # Encodings documents come in, most common first (ties go to the earlier one).
 CANDIDATES: tuple[str, ...] = (
-    "utf_8", "utf_16", "utf_32", "gb18030", "big5", "cp932", "euc_jp", "cp949",
-    "cp1252", "cp1251", "cp1250", "koi8_r", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257",
-    "iso8859_15", "latin_1",
-)  # fmt: skip
+    "utf_8",
+    "utf_16",
+    "utf_32",
+    "gb18030",
+    "big5",
+    "cp932",
+    "euc_jp",
+    "cp949",
+    "cp1252",
+    "cp1251",
+    "cp1250",
+    "koi8_r",
+    "cp1253",
+    "cp1254",
+    "cp1255",
+    "cp1256",
+    "cp1257",
+    "iso8859_15",
+    "latin_1",
+)
 _TIE = 0.02  # chaos difference under which two candidates count as tied
 _MAX_CHAOS = 0.25  # above this, the best decoding still looks like noise: refuse
 _BOMS = (

@@ -124,8 +124,9 @@ class RayIngest:
         progress.close()
         return self.report
 
-    def _attempts(self, ray: Any, plan: Plan, inputs: list[Any], prune: bool,
-                  added: dict[str, bool]) -> None:  # fmt: skip
+    def _attempts(
+        self, ray: Any, plan: Plan, inputs: list[Any], prune: bool, added: dict[str, bool]
+    ) -> None:
         for attempt in range(1, self.engine.attempts + 1):
             self.attempts_used = attempt
             if attempt > 1:
@@ -136,9 +137,12 @@ class RayIngest:
             except retryable_errors(ray) as exc:
                 if attempt == self.engine.attempts:
                     raise
-                logger.warning("Ray lost a worker (%s); planning again from the collection "
-                               "(attempt %d of %d)", type(exc).__name__, attempt + 1,
-                               self.engine.attempts)  # fmt: skip
+                logger.warning(
+                    "Ray lost a worker (%s); planning again from the collection (attempt %d of %d)",
+                    type(exc).__name__,
+                    attempt + 1,
+                    self.engine.attempts,
+                )
 
     def _plan(self, inputs: list[Any], prune: bool, added: dict[str, bool]) -> Plan:
         """Plan (again) from the collection, keeping what earlier attempts wrote."""
@@ -180,8 +184,9 @@ class RayIngest:
                 jobs = {unit.key: found} if found and found.source == unit.source else {}
             if jobs:
                 encoding = self.ingest.encoding_of(unit) if isinstance(unit, Path) else ""
-                items.append({"unit": pickle.dumps(unit), "jobs": pickle.dumps(jobs),
-                              "encoding": encoding})  # fmt: skip
+                items.append(
+                    {"unit": pickle.dumps(unit), "jobs": pickle.dumps(jobs), "encoding": encoding}
+                )
         return items
 
     def dataset(self, ray: Any, plan: Plan) -> ray.data.Dataset:

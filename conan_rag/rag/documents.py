@@ -148,9 +148,30 @@ class _HTMLText(html.parser.HTMLParser):
 
     SKIP = frozenset({"script", "style", "noscript", "template"})
     BLOCKS = frozenset(
-        {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr",
-         "table", "section", "article", "header", "footer", "pre", "blockquote", "hr"}
-    )  # fmt: skip
+        {
+            "p",
+            "div",
+            "br",
+            "li",
+            "ul",
+            "ol",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "tr",
+            "table",
+            "section",
+            "article",
+            "header",
+            "footer",
+            "pre",
+            "blockquote",
+            "hr",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

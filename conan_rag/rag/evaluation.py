@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from conan_rag.errors import ConanConfigError
 from conan_rag.rag.documents import Document
-from conan_rag.rag.retrieval import RetrievalOptions
+from conan_rag.rag.search.retrieval import RetrievalOptions
 
 if TYPE_CHECKING:
     from conan_rag.rag.pipeline import Pipeline
@@ -126,8 +126,11 @@ def query_metrics(relevance: Mapping[str, int], scores: Mapping[str, float]) -> 
     relevant = {d for d, r in relevance.items() if r >= 1}
     grades = sorted((r for r in relevance.values() if r > 0), reverse=True)
     out: dict[str, float] = {}
-    dcg = sum(relevance.get(d, 0) / math.log2(i + 2) for i, d in enumerate(order[:10])
-              if relevance.get(d, 0) > 0)  # fmt: skip
+    dcg = sum(
+        relevance.get(d, 0) / math.log2(i + 2)
+        for i, d in enumerate(order[:10])
+        if relevance.get(d, 0) > 0
+    )
     idcg = sum(g / math.log2(i + 2) for i, g in enumerate(grades[:10]))
     out["ndcg@10"] = dcg / idcg if idcg > 0 else 0.0
     hits, precision_sum, first = 0, 0.0, 0.0
@@ -179,8 +182,15 @@ def threshold_sweep(qrels: Qrels, run: Run, thresholds: Sequence[float]) -> list
             f1 = math.nan
         else:
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"threshold": t, "precision": precision, "recall": recall, "f1": f1,
-                     "retrieved": float(retrieved)})  # fmt: skip
+        rows.append(
+            {
+                "threshold": t,
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "retrieved": float(retrieved),
+            }
+        )
     return rows
 
 

@@ -143,9 +143,11 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise _error(path, f"no {MANIFEST} (not a conan-rag export, or one that did not "
-                     "finish)", "run `conan-rag ingest ... --to-parquet DIR` again into a "
-                     "new folder") from None  # fmt: skip
+        raise _error(
+            path,
+            f"no {MANIFEST} (not a conan-rag export, or one that did not finish)",
+            "run `conan-rag ingest ... --to-parquet DIR` again into a new folder",
+        ) from None
     except (OSError, ValueError) as exc:
         raise _error(path, f"{MANIFEST} cannot be read ({exc})", "export again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -179,9 +181,15 @@ def _open_target(client: ClientAPI, name: str, manifest: dict[str, Any]) -> Any:
     """The collection to load into: checked against the export, or created from its config."""
     existing = find_collection(client, name)
     if existing is not None:
-        check_recorded(existing.metadata, name, str(manifest["model_id"]), int(manifest["dim"]),
-                       str(manifest["fingerprint"]), fix="The export was embedded with that "
-                       "model: load it into another collection (--collection NAME).")  # fmt: skip
+        check_recorded(
+            existing.metadata,
+            name,
+            str(manifest["model_id"]),
+            int(manifest["dim"]),
+            str(manifest["fingerprint"]),
+            fix="The export was embedded with that "
+            "model: load it into another collection (--collection NAME).",
+        )
         return existing
     from conan_rag.registry import load_encoder
 

@@ -2,7 +2,7 @@
 
 :class:`Pipeline` ties the pieces together: a store (:mod:`~conan_rag.rag.store`) guarded by the
 encoder's fingerprint, the ingest (:mod:`~conan_rag.rag.ingest`), retrieval
-(:mod:`~conan_rag.rag.retrieval`) and answers (:mod:`~conan_rag.rag.answer`). Querying builds no
+(:mod:`~conan_rag.rag.search`) and answers (:mod:`~conan_rag.rag.answer`). Querying builds no
 ingest machinery: the chunker is made on the first ingest.
 
 Example:
@@ -27,16 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from conan_rag.protocols import EncoderLike
 from conan_rag.rag.answer import Answer, build_prompt, call_llm, extractive_answer
-from conan_rag.rag.bm25 import LexicalIndex, bump_generation, index_path
 from conan_rag.rag.chunking import ChunkConfig, Chunker
 from conan_rag.rag.documents import DocumentLike
 from conan_rag.rag.ingest import Ingest
 from conan_rag.rag.progress import Progress, ProgressCallback
 from conan_rag.rag.report import IngestReport
-from conan_rag.rag.retrieval import Hit, RetrievalOptions, retrieve_many
+from conan_rag.rag.search.lexical_index import LexicalIndex
+from conan_rag.rag.search.retrieval import Hit, RetrievalOptions, retrieve_many
 from conan_rag.rag.store import (
     DEFAULT_COLLECTION,
     DEFAULT_DB,
+    ChromaStore,
     batch_size,
     find_collection,
     iter_metadatas,
@@ -111,10 +112,10 @@ class Pipeline:
         self.chunking = chunking or ChunkConfig()
         self._chunker: Chunker | None = None
         self.upsert_batch = batch_size(self.client, upsert_batch)
-        if client is not None and db is None and url is None:  # a client we did not open
-            self.lexical_path = index_path(str(self.collection.id), url="local://clients")
-        else:
-            self.lexical_path = index_path(collection, db=db, url=url)
+        embedded = url is None and (client is None or db is not None)
+        folder = Path(db or DEFAULT_DB).expanduser().resolve() if embedded else None
+        self.store = ChromaStore(self.client, self.collection, db=folder, url=url)
+        self.lexical_path = self.store.derived_path("lexical")
         self._lexical: LexicalIndex | None = None
 
     @property
@@ -122,7 +123,7 @@ class Pipeline:
         """The collection's BM25 index (opened on first use; synced when the collection changed).
 
         It lives beside an embedded store, or in the user's cache for a server or a client
-        passed in (:func:`~conan_rag.rag.bm25.index_path`).
+        passed in (:meth:`~conan_rag.rag.store.protocol.VectorStore.derived_path`).
         """
         if self._lexical is None:
             self._lexical = LexicalIndex(self.lexical_path)
@@ -191,18 +192,22 @@ class Pipeline:
         if engine is not None or to_parquet is not None:
             from conan_rag.rag.distributed import RayEngine, RayIngest
 
-            ray_run = RayIngest(run, engine or RayEngine(), url=self.url,
-                                collection_name=self.name, to_parquet=to_parquet)  # fmt: skip
+            ray_run = RayIngest(
+                run,
+                engine or RayEngine(),
+                url=self.url,
+                collection_name=self.name,
+                to_parquet=to_parquet,
+            )
             if to_parquet is not None:
                 return ray_run.run(inputs, prune=prune)
-            bump_generation(self.collection)
+            self.store.mark_changed()
             report = ray_run.run(inputs, prune=prune)
         else:
-            bump_generation(self.collection)  # any lexical index is stale until synced again
+            self.store.mark_changed()  # any lexical index is stale until synced again
             report = run.run(inputs, prune=prune)
         if self.lexical_path.exists():  # keep an index in use in step (killed runs: next search)
-            self.collection = self.client.get_collection(self.name, embedding_function=None)
-            self.lexical.sync(self.collection)
+            self.lexical.sync(self.store)
         return report
 
     def sync(
@@ -221,8 +226,8 @@ class Pipeline:
 
         Args:
             query: the question (embedded with the encoder's query prompt).
-            options: k, fetch_k, threshold, rerank, MMR and filter
-                (:class:`~conan_rag.rag.retrieval.RetrievalOptions`; default: its defaults).
+            options: k, fetch_k, threshold, rescore, MMR and filter
+                (:class:`~conan_rag.rag.search.retrieval.RetrievalOptions`; default: its defaults).
 
         Returns:
             Hits, best first (MMR: in pick order).
@@ -242,11 +247,9 @@ class Pipeline:
         options = options or RetrievalOptions()
         lexical = None
         if options.retrieval != "dense":
-            # re-read the collection's metadata: another process may have ingested meanwhile
-            self.collection = self.client.get_collection(self.name, embedding_function=None)
-            lexical = self.lexical
+            lexical = self.lexical  # synced first when store.version() moved (any writer)
         return retrieve_many(
-            self.collection, self.encoder, queries, options, show_progress, lexical=lexical
+            self.store, self.encoder, queries, options, show_progress, lexical=lexical
         )
 
     # -- answering ------------------------------------------------------------------------------

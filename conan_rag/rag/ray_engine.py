@@ -136,6 +136,12 @@ def ray_runtime(engine: RayEngine) -> Iterator[Any]:
 
 def retryable_errors(ray: Any) -> tuple[type[BaseException], ...]:
     """Ray's errors for lost actors, workers, objects and nodes (not errors in our code)."""
-    names = ("ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
-             "ObjectLostError", "NodeDiedError", "OwnerDiedError")  # fmt: skip
+    names = (
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "WorkerCrashedError",
+        "ObjectLostError",
+        "NodeDiedError",
+        "OwnerDiedError",
+    )
     return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))

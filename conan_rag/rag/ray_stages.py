@@ -70,12 +70,35 @@ class Rows:
     def __len__(self) -> int:
         return len(self.columns["kind"])
 
-    def add(self, kind: str, chunk_id: str, text: str, embed: str, meta: dict[str, Any],
-            key: str, *, n: int = 0, parts: int = 0, stale: list[str] | None = None,
-            chars: int = 0, added: bool = False) -> None:  # fmt: skip
+    def add(
+        self,
+        kind: str,
+        chunk_id: str,
+        text: str,
+        embed: str,
+        meta: dict[str, Any],
+        key: str,
+        *,
+        n: int = 0,
+        parts: int = 0,
+        stale: list[str] | None = None,
+        chars: int = 0,
+        added: bool = False,
+    ) -> None:
         """Append one row."""
-        values = (kind, chunk_id, text, embed, json.dumps(meta, ensure_ascii=False), key, n,
-                  parts, json.dumps(stale or []), chars, added)  # fmt: skip
+        values = (
+            kind,
+            chunk_id,
+            text,
+            embed,
+            json.dumps(meta, ensure_ascii=False),
+            key,
+            n,
+            parts,
+            json.dumps(stale or []),
+            chars,
+            added,
+        )
         for name, value in zip(COLUMNS, values, strict=True):
             self.columns[name].append(value)
 
@@ -116,8 +139,7 @@ def _cut_one(doc: DocumentLike, job: Job, chunker: Chunker, rows: Rows) -> Itera
         chars += advance
         if record is not None:
             chunk, meta = record
-            pending.add("chunk", chunk.id, chunk.text, chunk.embed_text, meta, doc.key,
-                        chars=chars)  # fmt: skip
+            pending.add("chunk", chunk.id, chunk.text, chunk.embed_text, meta, doc.key, chars=chars)
             chars = 0
     chars += cut.tail
     if cut.changed:
@@ -126,8 +148,13 @@ def _cut_one(doc: DocumentLike, job: Job, chunker: Chunker, rows: Rows) -> Itera
     parts = len(pending)
     for name, values in pending.columns.items():
         rows.columns[name].extend(values)
-    last: dict[str, Any] = {"n": cut.chunks, "parts": parts, "stale": cut.stale,
-                            "chars": chars, "added": job.added}  # fmt: skip
+    last: dict[str, Any] = {
+        "n": cut.chunks,
+        "parts": parts,
+        "stale": cut.stale,
+        "chars": chars,
+        "added": job.added,
+    }
     if cut.first is not None:
         chunk, meta = cut.first
         rows.add("first", chunk.id, chunk.text, chunk.embed_text, meta, doc.key, **last)
@@ -208,8 +235,13 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = WRITE_ATTEM
             if attempt == attempts:
                 raise
             wait = BACKOFF_S * 2 ** (attempt - 1)
-            logger.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__,
-                           str(exc)[:200], wait)  # fmt: skip
+            logger.warning(
+                "%s failed (%s: %s); retrying in %.1fs",
+                what,
+                type(exc).__name__,
+                str(exc)[:200],
+                wait,
+            )
             time.sleep(wait)
     raise AssertionError("unreachable")
 
@@ -250,8 +282,9 @@ def write_rows(collection: Collection, batch: Batch, limit: int) -> Batch:
         meta = json.loads(batch["meta"][i])
         meta.pop("n_chunks", None)
         metas.append(meta)
-    upsert_records(collection, batch["id"][index], batch["vector"][index], batch["text"][index],
-                   metas, limit)  # fmt: skip
+    upsert_records(
+        collection, batch["id"][index], batch["vector"][index], batch["text"][index], metas, limit
+    )
     return summary(batch)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -165,6 +165,25 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
     state = ServerState(settings)
     if encoder is not None:
         state.ready(encoder)
+    app = FastAPI(
+        title="conan-rag",
+        version=conan_rag.__version__,
+        lifespan=_lifespan(state),
+        docs_url=None,  # every endpoint but /health and /metrics is behind the key
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.server = state
+    install_error_handlers(app)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: sees the 401s
+    _add_status_routes(app, state)
+    _add_embedding_routes(app, state)
+    return app
+
+
+def _lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: report batches while it runs, and load the encoder if none was given."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -177,18 +196,12 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
                 loading.cancel()
             state.close()
 
-    app = FastAPI(
-        title="conan-rag",
-        version=conan_rag.__version__,
-        lifespan=lifespan,
-        docs_url=None,  # every endpoint but /health and /metrics is behind the key
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.state.server = state
-    install_error_handlers(app)
-    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: sees the 401s
+    return lifespan
+
+
+def _add_status_routes(app: FastAPI, state: ServerState) -> None:
+    """``/health``, ``/metrics``, ``/info``, ``/tokenizer`` and ``/v1/models``."""
+    settings = state.settings
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -219,6 +232,11 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
         service, _ = state.require()
         model = {"id": service.model_id, "object": "model", "created": 0, "owned_by": "conan-rag"}
         return {"object": "list", "data": [model]}
+
+
+def _add_embedding_routes(app: FastAPI, state: ServerState) -> None:
+    """OpenAI's ``/v1/embeddings`` and ``/embeddings``, and TEI's ``/embed``."""
+    settings = state.settings
 
     async def openai_embeddings(body: EmbeddingsRequest, endpoint: str) -> Response:
         state.check_model(body.model)
@@ -259,5 +277,3 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             truncate=body.truncate,
         )
         return Response(await _off_loop(vectors.size, vectors_json, vectors), media_type=JSON)
-
-    return app

@@ -1,11 +1,11 @@
-"""Exact cosine, threshold ordering and MMR on hand-made vectors."""
+"""Exact scoring (:mod:`conan_rag.rag.search.exact`): cosine, threshold order, MMR by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conan_rag.rag.rerank import cosine_scores, mmr, order_by_score
+from conan_rag.rag.search.exact import cosine_scores, mmr, order_by_score
 
 
 def test_cosine_is_exact_for_unnormalized_vectors() -> None:
@@ -16,6 +16,18 @@ def test_cosine_is_exact_for_unnormalized_vectors() -> None:
     assert cosine_scores(q, docs) == pytest.approx(expected, abs=1e-12)
     assert cosine_scores(q, np.zeros((1, 16))).tolist() == [0.0]
     assert cosine_scores(q, np.zeros((0, 16))).shape == (0,)
+
+
+def test_float32_stored_vectors_give_float64_cosines() -> None:
+    # the store hands back float32 vectors; the scores are computed in float64 from them
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=32).astype(np.float32)
+    docs = rng.normal(size=(8, 32)).astype(np.float32)
+    scores = cosine_scores(q, docs)
+    assert scores.dtype == np.float64
+    ref = docs.astype(np.float64) @ q.astype(np.float64)
+    ref /= np.linalg.norm(docs.astype(np.float64), axis=1) * np.linalg.norm(q.astype(np.float64))
+    assert np.allclose(scores, ref, rtol=0, atol=1e-12)
 
 
 def test_order_by_score_threshold_is_inclusive() -> None:

@@ -23,6 +23,8 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
+__all__ = ["TOKENIZER_VERSION", "lexical_tokens", "lexical_tokens_many"]
+
 TOKENIZER_VERSION = 2  # bump when the tokens change: stored lexical indexes are rebuilt
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 _RUNS = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")

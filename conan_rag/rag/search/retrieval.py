@@ -1,4 +1,4 @@
-"""Retrieval from a Chroma collection: candidates from the index, re-scored by exact cosine.
+"""Retrieval from a vector store: candidates from its index, re-scored by exact cosine.
 
 :class:`RetrievalOptions` is the one description of a search, shared by
 :meth:`Pipeline.retrieve <conan_rag.rag.pipeline.Pipeline.retrieve>`, the LangChain retriever and
@@ -19,34 +19,52 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from conan_rag.errors import ConanConfigError, ConanInputError
-from conan_rag.rag.fusion import rrf
-from conan_rag.rag.rerank import cosine_scores, mmr, order_by_score
+from conan_rag.rag.search.exact import cosine_scores, mmr, order_by_score
+from conan_rag.rag.search.fusion import rrf
+from conan_rag.settings import Settings, check_choice, check_float, check_int
+
+__all__ = [
+    "QUERY_GROUP",
+    "RETRIEVAL_MODES",
+    "Hit",
+    "RetrievalOptions",
+    "check_query",
+    "retrieve_many",
+]
 
 RETRIEVAL_MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection
-
     from conan_rag.protocols import EncoderLike
-    from conan_rag.rag.bm25 import LexicalIndex
+    from conan_rag.rag.search.lexical_index import LexicalIndex
+    from conan_rag.rag.store.protocol import Field, Records, VectorStore
 
-QUERY_GROUP = 64  # query vectors sent to Chroma in one call
+QUERY_GROUP = 64  # query vectors sent to the store in one call
 
 
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def _check_weights(weights: object) -> None:
+    """Two non-negative numbers (dense, lexical), not both 0."""
+    w = weights
+    if (
+        not isinstance(w, (tuple, list))
+        or len(w) != 2
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in w)
+        or sum(w) <= 0
+    ):
         raise ConanConfigError(
-            f"{name} must be an integer >= 1, not {value!r}.", setting=name, value=value
+            f"weights are two non-negative numbers (dense, lexical), not both 0: {w!r}.",
+            setting="weights",
+            value=w,
         )
 
 
 @dataclass(frozen=True)
-class RetrievalOptions:
+class RetrievalOptions(Settings):
     """How to search: how many hits, how many candidates, which threshold, diversity, filter.
 
     Attributes:
@@ -54,14 +72,15 @@ class RetrievalOptions:
         fetch_k: candidates taken from the index before exact re-scoring; ``None`` means
             ``max(4 * k, 20)``. At least ``k``.
         threshold: drop hits whose cosine similarity to the query is below this, in [-1, 1].
-        rerank: re-score candidates exactly from their stored vectors and re-order them; else
-            report ``1 - distance`` and keep the index's order.
+        rescore: re-score candidates exactly from their stored vectors (float64 cosines) and
+            re-order them; else report ``1 - distance`` and keep the index's order. (This is
+            not the cross-encoder: that is ``reranker``.)
         mmr: pick the ``k`` hits by maximal marginal relevance among the candidates above the
             threshold (each hit keeps its cosine similarity to the query as its score).
         lambda_mult: MMR's relevance/diversity trade-off in [0, 1] (1 = relevance only).
-        where: a Chroma metadata filter, e.g. ``{"source": "/docs/a.md"}``.
+        where: a metadata filter in Chroma's syntax, e.g. ``{"source": "/docs/a.md"}``.
         retrieval: ``"dense"`` (vectors), ``"lexical"`` (BM25) or ``"hybrid"`` (both, fused by
-            weighted reciprocal rank; :mod:`conan_rag.rag.fusion`). Every mode reports true
+            weighted reciprocal rank; :mod:`conan_rag.rag.search.fusion`). Every mode reports true
             cosines, so ``threshold`` means the same in all three.
         rrf_k: the reciprocal-rank constant (a hit at rank r earns weight / (rrf_k + r)).
         weights: (dense, lexical) weights of the fusion.
@@ -76,7 +95,7 @@ class RetrievalOptions:
     k: int = 5
     fetch_k: int | None = None
     threshold: float | None = None
-    rerank: bool = True
+    rescore: bool = True
     mmr: bool = False
     lambda_mult: float = 0.5
     where: dict[str, Any] | None = None
@@ -86,86 +105,49 @@ class RetrievalOptions:
     reranker: str | None = None
     rerank_top: int = 20
 
-    def __post_init__(self) -> None:
-        _positive_int("k", self.k)
-        _positive_int("rrf_k", self.rrf_k)
-        _positive_int("rerank_top", self.rerank_top)
+    setting_kind: ClassVar[str] = "retrieval"
+
+    def validate(self) -> None:
+        """Check every field (:mod:`conan_rag.settings`); the pairs that must agree, too."""
+        super().validate()
+        check_int("k", self.k)
+        check_int("fetch_k", self.fetch_k, allow_none=True)
+        check_int("rrf_k", self.rrf_k)
+        check_int("rerank_top", self.rerank_top)
+        check_choice("rescore", self.rescore, (True, False))
+        check_choice("mmr", self.mmr, (True, False))
+        check_choice("retrieval", self.retrieval, RETRIEVAL_MODES)
+        check_float("threshold", self.threshold, -1.0, 1.0, allow_none=True)
+        check_float("lambda_mult", self.lambda_mult, 0.0, 1.0)
+        if self.fetch_k is not None and self.fetch_k < self.k:
+            raise ConanConfigError(
+                f"fetch_k ({self.fetch_k}) must be at least k ({self.k}): the hits are "
+                "picked among the candidates fetched.",
+                setting="fetch_k",
+                value=self.fetch_k,
+            )
         if self.reranker is not None and self.mmr:
             raise ConanConfigError(
                 "mmr and reranker each decide the order of the hits; use one of them.",
                 setting="reranker",
                 value=self.reranker,
             )
-        if self.retrieval not in RETRIEVAL_MODES:
-            raise ConanConfigError(
-                f"retrieval must be one of {list(RETRIEVAL_MODES)}, not {self.retrieval!r}.",
-                setting="retrieval",
-                value=self.retrieval,
-                choices=RETRIEVAL_MODES,
-            )
-        w = self.weights
-        if (
-            not isinstance(w, (tuple, list))
-            or len(w) != 2
-            or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in w
-            )
-            or sum(w) <= 0
-        ):
-            raise ConanConfigError(
-                f"weights are two non-negative numbers (dense, lexical), not both 0: {w!r}.",
-                setting="weights",
-                value=w,
-            )
-        if self.fetch_k is not None:
-            _positive_int("fetch_k", self.fetch_k)
-            if self.fetch_k < self.k:
-                raise ConanConfigError(
-                    f"fetch_k ({self.fetch_k}) must be at least k ({self.k}): the hits are "
-                    "picked among the candidates fetched.",
-                    setting="fetch_k",
-                    value=self.fetch_k,
-                )
-        t = self.threshold
-        if t is not None and (
-            isinstance(t, bool) or not isinstance(t, (int, float)) or not -1.0 <= t <= 1.0
-        ):
-            raise ConanConfigError(
-                f"threshold is a cosine similarity in [-1, 1], not {t!r}.",
-                setting="threshold",
-                value=t,
-            )
-        lam = self.lambda_mult
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
-            raise ConanConfigError(
-                f"lambda_mult must be in [0, 1], not {lam!r}.", setting="lambda_mult", value=lam
-            )
+        _check_weights(self.weights)
+        # (dense, lexical) as a tuple of floats, also when read back from JSON (a list)
+        object.__setattr__(self, "weights", tuple(float(x) for x in self.weights))
         if self.where is not None and not isinstance(self.where, dict):
             raise ConanConfigError(
-                "where must be a Chroma metadata filter (a dict), not "
-                f"{type(self.where).__name__}.",
+                f"where must be a metadata filter (a dict), not {type(self.where).__name__}.",
                 setting="where",
             )
 
-    def replace(self, **changes: Any) -> RetrievalOptions:
-        """A copy with some fields changed (unknown names are an error listing the valid ones).
+    def candidates(self, collection_size: int) -> int:
+        """How many candidates to ask the index for.
 
         Example:
-            >>> RetrievalOptions().replace(k=2).k
-            2
+            >>> RetrievalOptions(k=5, fetch_k=8).candidates(collection_size=6)
+            6
         """
-        valid = [f.name for f in dataclasses.fields(self)]
-        unknown = sorted(set(changes) - set(valid))
-        if unknown:
-            raise ConanConfigError(
-                f"Unknown retrieval option(s) {unknown}; valid options are {valid}.",
-                setting=unknown[0],
-                choices=valid,
-            )
-        return dataclasses.replace(self, **changes)
-
-    def candidates(self, collection_size: int) -> int:
-        """How many candidates to ask the index for."""
         return min(collection_size, max(self.k, self.fetch_k or max(4 * self.k, 20)))
 
 
@@ -178,7 +160,7 @@ class Hit:
         text: the chunk text.
         metadata: source, doc_id, title, chunk_index, char_start, char_end, ...
         score: the TRUE cosine similarity in [-1, 1] between the query and the chunk vectors
-            (with ``rerank=False``, ``1 - cosine distance`` as Chroma reports it, equal up to
+            (with ``rescore=False``, ``1 - cosine distance`` as the store reports it, equal up to
             float32 rounding).
         lexical_score: its BM25 score (lexical and hybrid modes; ``None`` if BM25 missed it).
         fused_score: its reciprocal-rank fusion score (lexical and hybrid modes).
@@ -200,6 +182,10 @@ def check_query(query: object) -> str:
     Raises:
         ConanInputError: it is empty or only whitespace.
         ConanConfigError: it is not a string.
+
+    Example:
+        >>> check_query("Who climbed Everest?")
+        'Who climbed Everest?'
     """
     if not isinstance(query, str):
         raise ConanConfigError(
@@ -213,7 +199,7 @@ def check_query(query: object) -> str:
 
 
 def retrieve_many(
-    collection: Collection,
+    store: VectorStore,
     encoder: EncoderLike,
     queries: Sequence[str],
     options: RetrievalOptions,
@@ -223,69 +209,76 @@ def retrieve_many(
     """The best chunks for each query (embedded together, searched in groups).
 
     Args:
-        collection: the chunks.
+        store: the chunks.
         encoder: embeds the queries.
         queries: the questions.
         options: how to search.
         show_progress: a bar while embedding the queries.
-        lexical: the collection's lexical index (required by the lexical and hybrid modes; it
-            is synced first when the collection changed).
+        lexical: the store's lexical index (required by the lexical and hybrid modes; it is
+            synced first when the store changed).
 
     Raises:
         ConanInputError: a query is empty or only whitespace.
         ConanConfigError: a lexical or hybrid search without a lexical index.
+
+    Example:
+        >>> import tempfile
+        >>> from conan_rag import load_encoder
+        >>> from conan_rag.rag.store import ChromaStore, open_client
+        >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2")
+        >>> store = ChromaStore.open(open_client(db=tempfile.mkdtemp()), "notes", enc)
+        >>> texts = ["Paris is the capital of France.", "Bananas are yellow."]
+        >>> store.upsert(["a", "b"], enc.encode(texts), texts, [{"n": 1}, {"n": 2}])
+        >>> found = retrieve_many(store, enc, ["Paris?"], RetrievalOptions(k=1))
+        >>> [[hit.id for hit in hits] for hits in found]
+        [['a']]
     """
     queries = [check_query(q) for q in queries]
     if not queries:
         return []
     if options.reranker is not None:
         wide = options.replace(reranker=None, k=max(options.k, options.rerank_top))
-        found = retrieve_many(collection, encoder, queries, wide, show_progress, lexical)
+        found = retrieve_many(store, encoder, queries, wide, show_progress, lexical)
         return [_reranked(q, hits, options) for q, hits in zip(queries, found, strict=True)]
-    count = collection.count()
+    count = store.count()
     if count == 0:
         return [[] for _ in queries]
     vectors = encoder.encode(queries, kind="query", show_progress=show_progress)
     if options.retrieval != "dense":
         if lexical is None:
             raise ConanConfigError(
-                f"retrieval={options.retrieval!r} needs the collection's lexical index; search "
-                "through Pipeline.retrieve, or pass lexical=LexicalIndex(...).",
+                f"retrieval={options.retrieval!r} needs the store's lexical index; search "
+                "through Pipeline.retrieve, or pass "
+                'lexical=LexicalIndex(store.derived_path("lexical")).',
                 setting="retrieval",
                 value=options.retrieval,
             )
-        lexical.ensure(collection)
+        lexical.ensure(store)
         return [
-            _mixed_hits(collection, lexical, text, vector, options, count)
+            _mixed_hits(store, lexical, text, vector, options, count)
             for text, vector in zip(queries, vectors, strict=True)
         ]
-    include: list[Any] = ["documents", "metadatas", "distances"]
-    if options.rerank or options.mmr:
-        include.append("embeddings")
+    fields: tuple[Field, ...] = ("texts", "metadatas")
+    if options.rescore or options.mmr:
+        fields = (*fields, "vectors")
     results: list[list[Hit]] = []
     for start in range(0, len(vectors), QUERY_GROUP):
         block = vectors[start : start + QUERY_GROUP]
-        raw = collection.query(
-            query_embeddings=block,
-            n_results=options.candidates(count),
-            where=options.where,
-            include=include,
-        )
-        results.extend(_hits(raw, row, vector, options) for row, vector in enumerate(block))
+        near = store.query(block, options.candidates(count), where=options.where, fields=fields)
+        results.extend(_hits(rows, v, options) for rows, v in zip(near, block, strict=True))
     return results
 
 
-def _hits(raw: Any, row: int, query: np.ndarray, options: RetrievalOptions) -> list[Hit]:
-    ids = list(raw["ids"][row])
-    if not ids:
+def _hits(found: Records, query: np.ndarray, options: RetrievalOptions) -> list[Hit]:
+    """Dense hits for one query from its candidates (re-scored exactly unless not ``rescore``)."""
+    if not found.ids:
         return []
-    texts, metas = raw["documents"][row], raw["metadatas"][row]
-    stored = np.asarray(raw["embeddings"][row]) if raw.get("embeddings") is not None else None
-    if options.rerank and stored is not None:
+    stored = found.vectors
+    if options.rescore and stored is not None:
         scores = cosine_scores(query, stored)
         order = order_by_score(scores, options.threshold)
     else:
-        scores = 1.0 - np.asarray(raw["distances"][row], dtype=np.float64)
+        scores = 1.0 - np.asarray(found.distances or [], dtype=np.float64)
         order = np.arange(len(scores))
         if options.threshold is not None:
             order = order[scores >= options.threshold]
@@ -293,18 +286,17 @@ def _hits(raw: Any, row: int, query: np.ndarray, options: RetrievalOptions) -> l
         picks = mmr(query, stored, options.k, lambda_mult=options.lambda_mult, candidates=order)
     else:
         picks = [int(i) for i in order[: options.k]]
-    return [Hit(ids[i], texts[i] or "", dict(metas[i] or {}), float(scores[i])) for i in picks]
+    texts = found.texts or [""] * len(found)
+    metadatas = found.metadatas or [{} for _ in found.ids]
+    return [Hit(found.ids[i], texts[i], dict(metadatas[i]), float(scores[i])) for i in picks]
 
 
-def _dense_ids(collection: Collection, query: np.ndarray, n: int, where: Any) -> list[str]:
-    raw = collection.query(
-        query_embeddings=[query], n_results=n, where=where, include=["distances"]
-    )
-    return list(raw["ids"][0])
+def _dense_ids(store: VectorStore, query: np.ndarray, n: int, where: Any) -> list[str]:
+    return store.query(query[np.newaxis, :], n, where=where, fields=())[0].ids
 
 
 def _mixed_hits(
-    collection: Collection,
+    store: VectorStore,
     index: LexicalIndex,
     text: str,
     query: np.ndarray,
@@ -314,12 +306,12 @@ def _mixed_hits(
     """Lexical (``options.retrieval == "lexical"``) or hybrid hits for one query.
 
     Args:
-        collection: the chunks.
-        index: the collection's lexical index (already in step with it).
+        store: the chunks.
+        index: the store's lexical index (already in step with it).
         text: the query text (for BM25).
         query: the query vector (for the dense list and every hit's true cosine).
         options: k, fetch_k, threshold, mmr, where, rrf_k, weights.
-        count: the collection's size.
+        count: the store's size.
     """
     n = options.candidates(count)
     lexical = index.search(text, k=n if options.where is None else count)
@@ -327,21 +319,19 @@ def _mixed_hits(
     lists: list[list[str]] = [[i for i, _ in lexical]]
     weights = [options.weights[1]]
     if options.retrieval == "hybrid":
-        lists.insert(0, _dense_ids(collection, query, n, options.where))
+        lists.insert(0, _dense_ids(store, query, n, options.where))
         weights.insert(0, options.weights[0])
     fused = rrf(lists, weights, k=options.rrf_k)
     if not fused:
         return []
     order = [i for i, _ in fused]
-    got = collection.get(
-        ids=order, where=options.where, include=["documents", "metadatas", "embeddings"]
-    )
-    position = {i: p for p, i in enumerate(got["ids"])}
+    got = store.get(order, ("texts", "metadatas", "vectors"), where=options.where)
+    position = {i: p for p, i in enumerate(got.ids)}
     kept = [i for i in order if i in position][: max(n, options.k)]  # the filter may drop some
-    if not kept:
+    if not kept or got.vectors is None:
         return []
     rows = [position[i] for i in kept]
-    stored = np.asarray(got["embeddings"])[rows]
+    stored = got.vectors[rows]
     scores = cosine_scores(query, stored)
     candidates = np.arange(len(kept))
     if options.threshold is not None:
@@ -352,12 +342,13 @@ def _mixed_hits(
     else:
         picks = [int(c) for c in candidates[: options.k]]
     fused_score = dict(fused)
-    documents, metadatas = got["documents"] or [], got["metadatas"] or []
+    texts = got.texts or [""] * len(got)
+    metadatas = got.metadatas or [{} for _ in got.ids]
     return [
         Hit(
             kept[p],
-            documents[rows[p]] or "",
-            dict(metadatas[rows[p]] or {}),
+            texts[rows[p]],
+            dict(metadatas[rows[p]]),
             float(scores[p]),
             lexical_score=bm25.get(kept[p]),
             fused_score=fused_score[kept[p]],

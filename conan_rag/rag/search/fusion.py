@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+__all__ = ["rrf"]
+
 
 def rrf(
     rankings: Sequence[Sequence[str]], weights: Sequence[float], k: int = 60
@@ -20,6 +22,10 @@ def rrf(
     """Weighted reciprocal-rank fusion of ranked id lists: (id, fused score), best first.
 
     Ties keep the order in which ids were first seen (earlier lists first).
+
+    Example:
+        >>> [item for item, _ in rrf([["a", "b"], ["b"]], weights=[1.0, 1.0])]
+        ['b', 'a']
     """
     fused: dict[str, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):

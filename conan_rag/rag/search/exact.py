@@ -1,9 +1,13 @@
-"""Exact cosine re-scoring, thresholding and MMR over stored vectors (no re-embedding).
+"""Exact scoring of candidates from their stored vectors: true cosine, threshold and MMR.
+
+Nothing is re-embedded: the candidates' vectors come back from the store, and every score is
+computed in float64 from them, so a threshold means the same in every retrieval mode. (Reordering
+by a cross-encoder is *reranking*: :mod:`conan_rag.reranking`.)
 
 Example:
     >>> import numpy as np
-    >>> q = np.array([1.0, 0.0])
-    >>> docs = np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 2.0]])
+    >>> q = np.array([1.0, 0.0], dtype=np.float32)
+    >>> docs = np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
     >>> cosine_scores(q, docs).round(2).tolist()
     [0.6, 1.0, 0.0]
     >>> order_by_score(cosine_scores(q, docs), threshold=0.5).tolist()
@@ -16,6 +20,8 @@ import numpy as np
 
 from conan_rag.errors import ConanConfigError
 
+__all__ = ["cosine_scores", "mmr", "order_by_score"]
+
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -27,7 +33,13 @@ def cosine_scores(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """True cosine similarity in [-1, 1] of ``query`` (dim,) to each row of ``vectors`` (n, dim).
 
     Vectors are re-normalized in float64, so stored vectors that are not exactly unit length
-    still give exact cosines. A zero vector scores 0.
+    still give exact cosines (float64). A zero vector scores 0.
+
+    Example:
+        >>> import numpy as np
+        >>> q = np.array([3.0, 4.0], dtype=np.float32)
+        >>> cosine_scores(q, np.array([[6.0, 8.0], [0.0, 0.0]], dtype=np.float32)).tolist()
+        [1.0, 0.0]
     """
     if len(vectors) == 0:
         return np.zeros(0, dtype=np.float64)
@@ -35,7 +47,13 @@ def cosine_scores(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 
 def order_by_score(scores: np.ndarray, threshold: float | None = None) -> np.ndarray:
-    """Indices by decreasing score (stable), dropping scores below ``threshold``."""
+    """Indices by decreasing score (stable), dropping scores below ``threshold`` (inclusive).
+
+    Example:
+        >>> import numpy as np
+        >>> order_by_score(np.array([0.2, 0.9, 0.5], dtype=np.float32), threshold=0.5).tolist()
+        [1, 2]
+    """
     order = np.argsort(-scores, kind="stable")
     if threshold is not None:
         order = order[scores[order] >= threshold]
@@ -67,8 +85,8 @@ def mmr(
 
     Example:
         >>> import numpy as np
-        >>> v = np.array([[1.0, 0.0], [0.99, 0.14], [0.7, -0.7]])
-        >>> mmr(np.array([1.0, 0.0]), v, 2, lambda_mult=0.3)
+        >>> v = np.array([[1.0, 0.0], [0.99, 0.14], [0.7, -0.7]], dtype=np.float32)
+        >>> mmr(np.array([1.0, 0.0], dtype=np.float32), v, 2, lambda_mult=0.3)
         [0, 2]
     """
     if not 0.0 <= lambda_mult <= 1.0:

@@ -1,0 +1,224 @@
+"""LexicalIndex: BM25 (bm25s) over a store's chunks, derived from the store itself.
+
+The index never has a life of its own: it is rebuilt from what the
+:class:`~conan_rag.rag.store.protocol.VectorStore` holds, so it cannot drift from it. Each chunk
+is indexed with its document's title (:func:`lexical_text`). Its tokens live in a small SQLite
+file (chunk id, a hash of that text, its tokens); :meth:`LexicalIndex.sync` scans the store's
+texts, tokenizes only the chunks that are new or changed, forgets the ones that are gone, and
+rebuilds the bm25s matrices (fast: 5,183 SciFact abstracts index in about 0.25 s).
+
+Knowing when to sync costs one cheap call: the index records the store's
+:meth:`~conan_rag.rag.store.protocol.VectorStore.version` it was synced at, read *before* the
+scan. conan-rag's write path marks the store changed before it writes, and the store's version
+also moves when another program writes where the store can see it; a write killed halfway, or
+one made during a sync, leaves a version the index has not recorded, so the next search syncs
+again: the index always equals one built from scratch. Where the file lives is the store's
+choice (:meth:`~conan_rag.rag.store.protocol.VectorStore.derived_path` with ``"lexical"``).
+
+Example:
+    >>> import tempfile
+    >>> index = LexicalIndex(tempfile.mkdtemp() + "/notes.sqlite")
+    >>> len(index), index.version, index.search("cats")
+    (0, None, [])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from conan_rag.rag.search.tokens import TOKENIZER_VERSION, lexical_tokens, lexical_tokens_many
+
+if TYPE_CHECKING:
+    from conan_rag.rag.store.protocol import VectorStore
+
+__all__ = ["PAGE", "LexicalIndex", "SyncReport", "lexical_text"]
+
+PAGE = 2000  # chunks read from the store per page while syncing
+_VERSION = "store_version"  # meta key: the store version the tokens were synced at
+
+
+@dataclass
+class SyncReport:
+    """What a sync changed: chunks tokenized anew, removed, and kept.
+
+    Example:
+        >>> SyncReport(added=2).kept
+        0
+    """
+
+    added: int = 0
+    removed: int = 0
+    kept: int = 0
+
+
+def lexical_text(text: str, metadata: Any) -> str:
+    r"""What BM25 indexes for a chunk: its document's title, then its text.
+
+    A chunk cut from the middle of a document does not repeat the title, often its most telling
+    words; dense vectors do not need it, BM25 does.
+
+    Example:
+        >>> lexical_text("rest of the abstract", {"title": "Aspirin and stroke"})
+        'Aspirin and stroke\nrest of the abstract'
+    """
+    title = str((metadata or {}).get("title") or "").strip()
+    return f"{title}\n{text}" if title and not text.startswith(title) else text
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class LexicalIndex:
+    """BM25 over one store's chunks, its tokens kept in a SQLite file.
+
+    Args:
+        path: the SQLite file (created with its folder when missing); for a store, use
+            ``store.derived_path("lexical")``.
+
+    Example:
+        >>> import tempfile
+        >>> LexicalIndex(tempfile.mkdtemp() + "/x.sqlite").tokens()
+        {}
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._ids: list[str] = []
+        self._bm25: Any = None
+        self._loaded = False  # whether the in-memory matrices were built in this process
+        self._built: str | None = None  # and at which store version
+        with self._db() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS chunks (id TEXT PRIMARY KEY, hash TEXT, tokens TEXT)"
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            if self._meta(db, "tokenizer") != str(TOKENIZER_VERSION):
+                db.execute("DELETE FROM chunks")  # other tokens: start again
+                self._set_meta(db, "tokenizer", str(TOKENIZER_VERSION))
+                self._set_meta(db, _VERSION, "")
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    @staticmethod
+    def _meta(db: sqlite3.Connection, key: str) -> str | None:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @staticmethod
+    def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def version(self) -> str | None:
+        """The store version the stored tokens were last synced at (``None``: never)."""
+        with self._db() as db:
+            return self._meta(db, _VERSION) or None
+
+    def is_current(self, store: VectorStore) -> bool:
+        """Whether this index, as loaded in this process, equals the store's content now."""
+        current = store.version()
+        return self._loaded and self._built == current and self.version == current
+
+    def ensure(self, store: VectorStore) -> None:
+        """Sync when the store changed since the last sync (or never was); else load the tokens.
+
+        Another process sharing the file may have synced it: then only the matrices are rebuilt.
+        """
+        current = store.version()
+        if self.version != current:
+            self.sync(store)
+        elif not self._loaded or self._built != current:
+            self._rebuild()
+
+    def sync(self, store: VectorStore) -> SyncReport:
+        """Make the index equal to the store: tokenize new and changed chunks, drop gone ones.
+
+        The store's version is read first, so a change made while syncing leaves the index
+        marked stale (synced again next time), never wrongly current.
+        """
+        version = store.version()
+        report = SyncReport()
+        with self._lock, self._db() as db:
+            known = dict(db.execute("SELECT id, hash FROM chunks").fetchall())
+            seen: set[str] = set()
+            for page in store.scan(fields=("texts", "metadatas"), page=PAGE):
+                metadatas = page.metadatas or [{} for _ in page.ids]
+                texts = [
+                    lexical_text(t or "", m)
+                    for t, m in zip(page.texts or [], metadatas, strict=True)
+                ]
+                fresh = [
+                    (i, t, h)
+                    for i, t in zip(page.ids, texts, strict=True)
+                    if known.get(i) != (h := _text_hash(t))
+                ]
+                seen.update(page.ids)
+                tokens = lexical_tokens_many([t for _, t, _ in fresh])
+                db.executemany(
+                    "INSERT OR REPLACE INTO chunks (id, hash, tokens) VALUES (?, ?, ?)",
+                    [(i, h, json.dumps(tok)) for (i, _, h), tok in zip(fresh, tokens, strict=True)],
+                )
+                report.added += len(fresh)
+            gone = [(i,) for i in known if i not in seen]
+            db.executemany("DELETE FROM chunks WHERE id = ?", gone)
+            report.removed = len(gone)
+            report.kept = len(seen) - report.added
+            self._set_meta(db, _VERSION, version)
+        self._rebuild()
+        return report
+
+    def _rebuild(self) -> None:
+        """Load the stored tokens into fresh bm25s matrices (one consistent read)."""
+        import bm25s
+
+        with self._db() as db:
+            db.execute("BEGIN")
+            rows = db.execute("SELECT id, tokens FROM chunks ORDER BY id").fetchall()
+            version = self._meta(db, _VERSION) or None
+            db.rollback()
+        ids = [r[0] for r in rows]
+        bm25 = None
+        if ids:
+            bm25 = bm25s.BM25()
+            bm25.index([json.loads(r[1]) for r in rows], show_progress=False)
+        with self._lock:
+            self._ids, self._bm25, self._built, self._loaded = ids, bm25, version, True
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def tokens(self) -> dict[str, list[str]]:
+        """Every chunk's stored tokens (for tests and diagnostics)."""
+        with self._db() as db:
+            return {i: json.loads(t) for i, t in db.execute("SELECT id, tokens FROM chunks")}
+
+    def search(self, query: str, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` best chunks for ``query`` by BM25: (chunk id, score), best first.
+
+        Chunks with no query word in common (score 0) are left out. Call :meth:`ensure` first
+        to bring the index in step with its store.
+        """
+        if not self._loaded:
+            self._rebuild()
+        bm25, ids = self._bm25, self._ids
+        words = lexical_tokens(query)
+        if bm25 is None or not words:
+            return []
+        found, scores = bm25.retrieve([words], k=min(k, len(ids)), show_progress=False)
+        return [
+            (ids[int(j)], float(s))
+            for j, s in zip(found[0], scores[0], strict=True)
+            if float(s) > 0.0 and np.isfinite(s)
+        ]
