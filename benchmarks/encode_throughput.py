@@ -156,6 +156,53 @@ def warm_up_report(model: str, dtypes: list[str], cache_dir: Path, threads: int 
             )
 
 
+def print_results(
+    args: argparse.Namespace,
+    texts: list[str],
+    tokens: int,
+    variants: list[str],
+    seconds: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    vectors: dict[str, np.ndarray],
+) -> None:
+    """The table of rates, ratios and cosines, then per-round ratios."""
+    reference = vectors.get("st_fp32")
+    if reference is None:
+        st_ref = build("st_fp32", args.model, args.batch_size)
+        reference = st_ref(texts)
+    median = {v: statistics.median(ts) for v, ts in seconds.items()}
+    header = f"{'variant':16s} {'texts/s':>8s} {'tokens/s':>9s} {'min..max texts/s':>17s} "
+    header += f"{'vs st_fp32':>10s} {'vs st_bf16':>10s} {'min cos':>9s} {'cpu s':>7s}"
+    print(header)
+    for variant in variants:
+        rate = len(texts) / median[variant]
+        spread = (
+            f"{len(texts) / max(seconds[variant]):.1f}..{len(texts) / min(seconds[variant]):.1f}"
+        )
+        cosine = float((vectors[variant] * reference).sum(axis=1).min())
+        ratios = []
+        for base in ("st_fp32", "st_bf16"):
+            ratios.append(f"{median[base] / median[variant]:.2f}x" if base in median else "-")
+        print(
+            f"{variant:16s} {rate:8.1f} {tokens / median[variant]:9.0f} {spread:>17s} "
+            f"{ratios[0]:>10s} {ratios[1]:>10s} {cosine:9.6f} "
+            f"{statistics.median(cpu[variant]):7.1f}"
+        )
+    # Per-round ratios: variants ran back to back, so these cancel most outside load.
+    for base in ("st_fp32", "st_bf16"):
+        if base not in seconds:
+            continue
+        for variant in variants:
+            if variant == base:
+                continue
+            per_round = [b / t for b, t in zip(seconds[base], seconds[variant], strict=True)]
+            print(
+                f"ratio {variant} vs {base}: median {statistics.median(per_round):.2f}x "
+                f"(rounds {', '.join(f'{r:.2f}' for r in per_round)}); by CPU time "
+                f"{statistics.median(cpu[base]) / statistics.median(cpu[variant]):.2f}x"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=BUNDLED_MINILM, help="model folder or hub id")
@@ -234,41 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds[variant].append(time.perf_counter() - start)
             cpu[variant].append(time.process_time() - cpu_start)
 
-    reference = vectors.get("st_fp32")
-    if reference is None:
-        st_ref = build("st_fp32", args.model, args.batch_size)
-        reference = st_ref(texts)
-    median = {v: statistics.median(ts) for v, ts in seconds.items()}
-    header = f"{'variant':16s} {'texts/s':>8s} {'tokens/s':>9s} {'min..max texts/s':>17s} "
-    header += f"{'vs st_fp32':>10s} {'vs st_bf16':>10s} {'min cos':>9s} {'cpu s':>7s}"
-    print(header)
-    for variant in variants:
-        rate = len(texts) / median[variant]
-        spread = (
-            f"{len(texts) / max(seconds[variant]):.1f}..{len(texts) / min(seconds[variant]):.1f}"
-        )
-        cosine = float((vectors[variant] * reference).sum(axis=1).min())
-        ratios = []
-        for base in ("st_fp32", "st_bf16"):
-            ratios.append(f"{median[base] / median[variant]:.2f}x" if base in median else "-")
-        print(
-            f"{variant:16s} {rate:8.1f} {tokens / median[variant]:9.0f} {spread:>17s} "
-            f"{ratios[0]:>10s} {ratios[1]:>10s} {cosine:9.6f} "
-            f"{statistics.median(cpu[variant]):7.1f}"
-        )
-    # Per-round ratios: variants ran back to back, so these cancel most outside load.
-    for base in ("st_fp32", "st_bf16"):
-        if base not in seconds:
-            continue
-        for variant in variants:
-            if variant == base:
-                continue
-            per_round = [b / t for b, t in zip(seconds[base], seconds[variant], strict=True)]
-            print(
-                f"ratio {variant} vs {base}: median {statistics.median(per_round):.2f}x "
-                f"(rounds {', '.join(f'{r:.2f}' for r in per_round)}); by CPU time "
-                f"{statistics.median(cpu[base]) / statistics.median(cpu[variant]):.2f}x"
-            )
+    print_results(args, texts, tokens, variants, seconds, cpu, vectors)
     return 0
 
 

@@ -24,7 +24,7 @@ Example:
     >>> Window.from_dict({"sise": 4})
     Traceback (most recent call last):
     ...
-    conan_rag.errors.ConanConfigError: Unknown setting(s) ['sise']; valid settings are ...
+    conan_rag.errors.ConanConfigError: Unknown setting(s) ['sise']; valid options are ...
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Settings:
         if unknown:
             kind = f"{cls.setting_kind} " if cls.setting_kind else ""
             raise ConanConfigError(
-                f"Unknown {kind}setting(s) {unknown}; valid settings are {valid}.",
+                f"Unknown {kind}setting(s) {unknown}; valid options are {valid}.",
                 setting=unknown[0],
                 choices=valid,
             )

@@ -54,7 +54,7 @@ def as_options(options: RetrievalOptions | Mapping[str, Any] | None) -> Retrieva
 
     Example:
         >>> as_options({"retrieval": "hybrid", "weights": [1, 2]}).weights
-        (1, 2)
+        (1.0, 2.0)
     """
     if options is None:
         return RetrievalOptions()
