@@ -13,37 +13,10 @@ from __future__ import annotations
 
 import warnings
 
-from conan_rag.adapter_kit import (
-    ECOSYSTEM_NAMES,
-    ENCODER_OPTIONS,
-    KWARG_DICTS,
-    REMOTE_OPTIONS,
-    SERVER_DECIDES,
-    VOCABULARY,
-    RebindingMixin,
-    SharedEncoderMixin,
-    SharedRerankerMixin,
-    model_alias,
-    open_encoder,
-    translate_options,
-    with_positional_model,
-)
+from conan_rag import adapter_kit
+from conan_rag.adapter_kit import *  # noqa: F403 - the whole public surface, under the old name
 
-__all__ = [
-    "ECOSYSTEM_NAMES",
-    "ENCODER_OPTIONS",
-    "KWARG_DICTS",
-    "REMOTE_OPTIONS",
-    "SERVER_DECIDES",
-    "VOCABULARY",
-    "RebindingMixin",
-    "SharedEncoderMixin",
-    "SharedRerankerMixin",
-    "model_alias",
-    "open_encoder",
-    "translate_options",
-    "with_positional_model",
-]
+__all__ = list(adapter_kit.__all__)
 
 warnings.warn(
     "conan_rag.adapters is now conan_rag.adapter_kit; import from there "

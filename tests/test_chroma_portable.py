@@ -66,9 +66,14 @@ PLAIN_CHROMA = textwrap.dedent(
 
 def plain_chroma(db: Path, collection: str, query: str) -> dict[str, Any]:
     """Query a collection by text in a fresh process that uses chromadb's own API only."""
+    return _run_script(PLAIN_CHROMA, str(db), collection, query)
+
+
+def _run_script(script: str, *args: str) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter; return what it printed after ``RESULT``."""
     SharedSystemClient.clear_system_cache()  # release the database first
     proc = subprocess.run(
-        [sys.executable, "-c", PLAIN_CHROMA, str(db), collection, query],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env=ENV,
@@ -300,26 +305,11 @@ def ingested_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-def _run_script(script: str, db: Path) -> dict[str, Any]:
-    SharedSystemClient.clear_system_cache()  # release the database first
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(db), MINILM, QUESTION],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    return dict(json.loads(line.removeprefix("RESULT")))
-
-
 def test_langchain_chroma_opens_an_ingested_collection_with_conan_embeddings(
     ingested_db: Path, tmp_path: Path
 ) -> None:
     db = Path(shutil.copytree(ingested_db, tmp_path / "db"))
-    out = _run_script(THROUGH_LANGCHAIN, db)
+    out = _run_script(THROUGH_LANGCHAIN, str(db), MINILM, QUESTION)
     assert out["warnings"] == []
     assert out["hits"][0].endswith("everest.txt") and out["scored"] == out["hits"]
     assert out["banana"] == ["banana"]
@@ -329,7 +319,7 @@ def test_llama_index_opens_an_ingested_collection_with_conan_embedding(
     ingested_db: Path, tmp_path: Path
 ) -> None:
     db = Path(shutil.copytree(ingested_db, tmp_path / "db"))
-    out = _run_script(THROUGH_LLAMA_INDEX, db)
+    out = _run_script(THROUGH_LLAMA_INDEX, str(db), MINILM, QUESTION)
     assert out["warnings"] == [] and out["recorded"] == MINILM
     assert out["hits"][0].endswith("everest.txt")
     assert out["banana"] == "banana"
