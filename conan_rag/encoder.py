@@ -23,10 +23,11 @@ import torch
 
 from conan_rag.batching.planning import plan_batches
 from conan_rag.batching.queue import BatchQueue
-from conan_rag.config import EncoderConfig, default_token_budget
+from conan_rag.config import EncoderConfig
 from conan_rag.errors import ConanConfigError
 from conan_rag.inputs import KINDS, Kind, check_texts
 from conan_rag.model.fingerprint import model_fingerprint
+from conan_rag.model_views import ModelView
 from conan_rag.runtime.backend import Backend
 
 WINDOW = 8192  # texts tokenized and sorted together; bounds memory for huge inputs
@@ -36,7 +37,7 @@ QUEUE_CHUNK = 1024
 ASYNC_TEXTS = 256  # aencode hands at most this many texts to the queue's worker to tokenize
 
 
-class Encoder:
+class Encoder(ModelView[Backend, EncoderConfig]):
     """A sentence-transformers model run by plain torch + transformers.
 
     Build it with :func:`conan_rag.load_encoder`, which shares one instance per model, device,
@@ -50,30 +51,17 @@ class Encoder:
         queue: the batching queue of ``backend`` (shared likewise).
     """
 
-    def __init__(self, config: EncoderConfig, backend: Backend, queue: BatchQueue) -> None:
-        self.config = config
-        self.backend = backend
-        self.queue = queue
+    def __init__(
+        self, config: EncoderConfig, backend: Backend, queue: BatchQueue[list[int]]
+    ) -> None:
+        super().__init__(config, backend, queue)
+        self.backend = backend  # the encoder's name for its runner
         spec = backend.spec
         self.spec = spec
-        if config.max_seq_length and config.max_seq_length > spec.max_seq_length:
-            raise ConanConfigError(
-                f"max_seq_length {config.max_seq_length} exceeds the model's limit "
-                f"{spec.max_seq_length}; pass a value <= {spec.max_seq_length} or None.",
-                setting="max_seq_length",
-                value=config.max_seq_length,
-            )
-        if config.truncate_dim and config.truncate_dim > spec.output_dim:
-            raise ConanConfigError(
-                f"truncate_dim {config.truncate_dim} exceeds the model's dimension "
-                f"{spec.output_dim}; pass a value <= {spec.output_dim} or None.",
-                setting="truncate_dim",
-                value=config.truncate_dim,
-            )
-        self.token_budget: int = config.token_budget or default_token_budget(str(backend.device))
+        self._check_at_most("max_seq_length", config.max_seq_length, spec.max_seq_length, "limit")
+        self._check_at_most("truncate_dim", config.truncate_dim, spec.output_dim, "dimension")
         self.max_seq_length: int = config.max_seq_length or spec.max_seq_length
         self.dim: int = config.truncate_dim or spec.output_dim
-        self.model_id: str = config.model  # as loaded: hub id, or absolute folder
         self.prompts: dict[str, str] = {
             "query": spec.prompts.get("query", "")
             if config.query_prompt is None
@@ -85,12 +73,6 @@ class Encoder:
         self._prompt_lengths = {
             k: backend.prompt_length(p) if p else 0 for k, p in self.prompts.items()
         }
-
-    def __copy__(self) -> Encoder:
-        return self  # a shared view of loaded weights: copies are the same encoder
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Encoder:
-        return self
 
     def __repr__(self) -> str:
         return (
@@ -141,16 +123,6 @@ class Encoder:
         if self.backend.device.type == "cpu" and self.config.compile != "off":
             self.backend.use_compiled("inductor")
         return self.forward
-
-    @property
-    def device(self) -> str:
-        """The device the model runs on, e.g. ``"cpu"`` or ``"cuda"``."""
-        return str(self.backend.device)
-
-    @property
-    def dtype(self) -> str:
-        """The dtype the transformer computes in: ``float32``, ``bfloat16`` or ``float16``."""
-        return self.backend.dtype_name
 
     @property
     def tokenizer(self) -> Any:

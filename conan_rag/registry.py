@@ -17,32 +17,18 @@ Example:
 
 from __future__ import annotations
 
-import copyreg
-import threading
 from typing import Any
 
-from conan_rag.batching.queue import BatchQueue
-from conan_rag.config import EncoderConfig, default_token_budget
+from conan_rag.config import EncoderConfig
 from conan_rag.encoder import Encoder
-from conan_rag.forking import after_fork_in_child
-from conan_rag.model.files import canonical_model_id, resolve_model
+from conan_rag.model.files import resolve_model
 from conan_rag.model.spec import read_model_spec
+from conan_rag.model_registry import MODELS, ModelKind, resolve_config
 from conan_rag.runtime.backend import Backend
-from conan_rag.runtime.devices import resolve_device, resolve_dtype
 
-_BackendKey = tuple[str, str | None, str, str, str, str]
-_registry_lock = threading.Lock()
-_backends: dict[_BackendKey, tuple[Backend, BatchQueue]] = {}
-_encoders: dict[tuple[Any, ...], Encoder] = {}
+__all__ = ["clear_registry", "load_encoder", "loaded_backends"]
 
-
-def _new_lock_after_fork() -> None:
-    """In a forked child: a fresh lock (a parent thread may have held it, e.g. loading)."""
-    global _registry_lock
-    _registry_lock = threading.Lock()
-
-
-after_fork_in_child(_new_lock_after_fork)
+KIND: ModelKind = "embedding"
 
 
 def load_encoder(
@@ -81,71 +67,43 @@ def load_encoder(
         128
     """
     base = config or EncoderConfig()
-    changes: dict[str, Any] = dict(settings)
-    if model is not None:
-        changes["model"] = str(model)
-    if config is None or device != "auto":
-        changes["device"] = device
-    if config is None or dtype != "auto":
-        changes["dtype"] = dtype
-    cfg = base.replace(**changes)
-    folder = resolve_model(cfg.model, cfg.revision)
-    resolved_device = resolve_device(cfg.device)
-    resolved_dtype = resolve_dtype(cfg.dtype, resolved_device)
+    got = resolve_config(base, config is not None, model, device, dtype, settings, resolve_model)
+    cfg = got.config
     # The CPU linear kernels (conan_rag.runtime.cpu_kernels) only apply to float32 on the CPU.
-    cpu_fp32 = resolved_device == "cpu" and resolved_dtype == "float32"
+    cpu_fp32 = got.device == "cpu" and got.dtype == "float32"
     kernels = cfg.cpu_kernels if cpu_fp32 else "off"
-    compiled = cfg.compile if resolved_device == "cpu" else "off"  # conan_rag.runtime.compiled
-    backend_key = (str(folder), cfg.revision, resolved_device, resolved_dtype, kernels, compiled)
-    cfg = cfg.replace(model=canonical_model_id(folder))  # one spelling per model, loadable anywhere
-    encoder_key = (
-        *backend_key,
-        *sorted(cfg.replace(model="", device="", dtype="").to_dict().items()),
+    compiled = cfg.compile if got.device == "cpu" else "off"  # conan_rag.runtime.compiled
+    runner_key = (str(got.folder), cfg.revision, got.device, got.dtype, kernels, compiled)
+
+    def load() -> Backend:
+        return Backend(read_model_spec(got.folder), got.device, got.dtype, kernels, compiled)
+
+    return MODELS.get(
+        KIND,
+        runner_key,
+        got.view_key(runner_key),
+        load,
+        lambda backend, queue: Encoder(cfg, backend, queue),
+        got.device,
     )
-    with _registry_lock:
-        encoder = _encoders.get(encoder_key)
-        if encoder is not None:
-            return encoder
-        shared = _backends.get(backend_key)
-        if shared is None:
-            spec = read_model_spec(folder)
-            backend = Backend(spec, resolved_device, resolved_dtype, kernels, compiled)
-            shared = (backend, BatchQueue(backend, default_token_budget(resolved_device)))
-            _backends[backend_key] = shared
-        encoder = Encoder(cfg, *shared)
-        _encoders[encoder_key] = encoder
-        return encoder
 
 
 def loaded_backends() -> int:
     """How many distinct sets of weights this process has loaded (for tests and diagnostics)."""
-    with _registry_lock:
-        return len(_backends)
+    return MODELS.loaded(KIND)
 
 
 def clear_registry() -> None:
     """Forget every shared encoder (their memory is freed once no caller holds them)."""
-    with _registry_lock:
-        _encoders.clear()
-        _backends.clear()
+    MODELS.clear(KIND)
 
 
-def _restore(config: dict[str, Any]) -> Encoder:
-    """Unpickle an :class:`~conan_rag.encoder.Encoder`: this process's shared one for ``config``."""
-    return load_encoder(config=EncoderConfig.from_dict(config))
-
-
-def _reduce(encoder: Encoder) -> tuple[Any, ...]:
-    """Pickle an encoder by its settings, never its weights.
-
-    Example:
-        >>> import pickle
-        >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
-        >>> pickle.loads(pickle.dumps(enc)) is enc
-        True
-    """
-    return (_restore, (encoder.config.to_dict(),))
+def __getattr__(name: str) -> Any:
+    """``_registry_lock``: the shared registry's lock as it is now (fresh in a forked child)."""
+    if name == "_registry_lock":
+        return MODELS.lock
+    raise AttributeError(f"module 'conan_rag.registry' has no attribute {name!r}")
 
 
 # Encoders exist only through load_encoder, so this module is loaded wherever one is pickled.
-copyreg.pickle(Encoder, _reduce)
+MODELS.register(KIND, Encoder, EncoderConfig, load_encoder)

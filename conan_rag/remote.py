@@ -30,6 +30,7 @@ import numpy as np
 from conan_rag.config import DEFAULT_TOKEN_BUDGETS, EncoderConfig
 from conan_rag.errors import ConanConfigError, ConanInputError, ServerError
 from conan_rag.inputs import KINDS, Kind, check_texts
+from conan_rag.model_views import Shared
 
 API_KEY_ENV = "CONAN_RAG_API_KEY"
 REQUEST_TEXTS = 256  # texts per request; the server coalesces concurrent requests itself
@@ -81,7 +82,7 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-class RemoteEncoder:
+class RemoteEncoder(Shared):
     """A ``conan-rag serve`` server's encoder; build it with :func:`remote_encoder`.
 
     Args:
@@ -129,12 +130,6 @@ class RemoteEncoder:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (self.endpoint, self.api_key, self.truncate_dim))
-
-    def __copy__(self) -> RemoteEncoder:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> RemoteEncoder:
-        return self
 
     def __repr__(self) -> str:
         return (

@@ -19,7 +19,7 @@ from sentence_transformers import CrossEncoder
 from conan_rag.errors import ConanConfigError, ConanModelError, ConanTypeError, ModelNotFoundError
 from conan_rag.reranking import load_reranker
 from conan_rag.reranking.registry import loaded_rerankers
-from conan_rag.reranking.runner import PairRow
+from conan_rag.reranking.runner import PairTokens
 from conan_rag.reranking.spec import read_cross_encoder_spec
 from conan_rag.testing import build_cross_encoder
 from tests.texts import sts_chinese, sts_english
@@ -99,7 +99,7 @@ def test_fp32_scores_equal_sentence_transformers(
 def test_segment_ids_go_through_the_queue(folders: dict[str, Path]) -> None:
     bert = load_reranker(str(folders["bert"]), device="cpu", dtype="float32")
     rows = bert.tokenize([("a cat sat", "the dog 中国"), ("protein", "gene cell")])
-    assert all(isinstance(r, PairRow) for r in rows)
+    assert all(isinstance(r, PairTokens) for r in rows)
     assert (
         rows[0].type_ids == [0] * 7 + [1] * 5
     )  # [CLS] a cat s ##a ##t [SEP] | the dog 中 国 [SEP]

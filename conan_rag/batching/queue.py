@@ -1,9 +1,9 @@
 """The batching queue: one worker thread per loaded model, serving every caller.
 
-Callers (threads or asyncio tasks) submit requests (a list of token-id lists, or short texts
-the worker tokenizes) and get a :class:`concurrent.futures.Future`. The worker waits a few
-milliseconds for more requests, pools their rows, sorts them by length, cuts token-budget
-batches (:func:`~conan_rag.batching.planning.plan_batches`), runs them through a
+Callers (threads or asyncio tasks) submit requests (a list of rows, e.g. token-id lists, or
+short texts the worker tokenizes) and get a :class:`concurrent.futures.Future`. The worker
+waits a few milliseconds for more requests, pools their rows, sorts them by length, cuts
+token-budget batches (:func:`~conan_rag.batching.planning.plan_batches`), runs them through a
 :class:`BatchRunner` and routes each row's vector back to its request. Many single-query
 callers therefore share one forward pass instead of queueing behind a lock one by one.
 
@@ -45,13 +45,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any, Generic
 
 import torch
 
 from conan_rag.batching.planning import plan_batches
-from conan_rag.batching.requests import BatchRunner, Request
+from conan_rag.batching.requests import BatchRunner, Request, RowT
 from conan_rag.batching.waiting import await_result, wait_result
 from conan_rag.config import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGETS
 from conan_rag.errors import ConanConfigError, QueueShutdownError
@@ -68,11 +69,14 @@ _SHUTDOWN = "The encoder's batching queue has shut down (process exit)."
 
 
 # (request, row) pairs of one cycle with the same prompt length
-_Rows = list[tuple[Request, int]]
+_Rows = list[tuple[Request[Any], int]]
 
 
-class BatchQueue(ForkAware):
+class BatchQueue(ForkAware, Generic[RowT]):
     """Coalesce concurrent requests for one model into batches.
+
+    Rows are opaque (see :mod:`~conan_rag.batching.requests`): the queue reads their lengths
+    and hands the runner the very row objects it was given.
 
     Args:
         runner: what runs a batch (the shared backend, or anything with the same methods).
@@ -87,7 +91,7 @@ class BatchQueue(ForkAware):
     """
 
     def __init__(
-        self, runner: BatchRunner, token_budget: int = DEFAULT_TOKEN_BUDGETS["cpu"]
+        self, runner: BatchRunner[RowT], token_budget: int = DEFAULT_TOKEN_BUDGETS["cpu"]
     ) -> None:
         super().__init__()
         self.runner = runner
@@ -104,7 +108,7 @@ class BatchQueue(ForkAware):
     # -- callers ------------------------------------------------------------------------------
     def submit(
         self,
-        ids: list[list[int]],
+        ids: Sequence[RowT],
         prompt_length: int = 0,
         *,
         wait_ms: float = DEFAULT_BATCH_WAIT_MS,
@@ -112,10 +116,11 @@ class BatchQueue(ForkAware):
         token_budget: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Future[torch.Tensor]:
-        """Queue token ids; the future gives un-normalized float32 vectors, one row per list.
+        """Queue rows; the future gives the runner's float32 vectors, one per row.
 
         Args:
-            ids: token ids per text (special tokens and prompt included).
+            ids: the rows, as the runner's ``tokenize`` makes them (for the encoder: token ids
+                per text, special tokens and prompt included).
             prompt_length: prompt tokens at the start of every row (rows with different values
                 never share a batch).
             wait_ms: the longest this request waits for others to join its batch.
@@ -153,7 +158,7 @@ class BatchQueue(ForkAware):
 
     def _put(
         self,
-        ids: list[list[int]] | None,
+        ids: Sequence[RowT] | None,
         texts: list[str] | None,
         max_length: int,
         prompt_length: int,
@@ -337,7 +342,7 @@ class BatchQueue(ForkAware):
                 start += request.rows
 
     def _run_rows(self, rows: _Rows, prompt_length: int) -> None:
-        ids = [r.ids[i] for r, i in rows]  # type: ignore[index]
+        ids: list[Any] = [r.ids[i] for r, i in rows]  # type: ignore[index]
         max_batch = min(r.max_batch_size for r, _ in rows)
         budget = self.runner.budget(min(r.token_budget for r, _ in rows))
         for batch in plan_batches([len(x) for x in ids], budget, max_batch):
@@ -351,14 +356,14 @@ class BatchQueue(ForkAware):
                 continue
             self._scatter(rows, live, vectors)
 
-    def _forward(self, ids: list[list[int]], prompt_length: int) -> torch.Tensor:
+    def _forward(self, ids: list[Any], prompt_length: int) -> torch.Tensor:
         self.batches_run += 1
         for observe in list(self.batch_observers):
             observe(len(ids), len(ids) * max(len(x) for x in ids))
         return self.runner.embed(ids, prompt_length)
 
     def _retry_by_request(
-        self, rows: _Rows, live: list[int], ids: list[list[int]], prompt_length: int
+        self, rows: _Rows, live: list[int], ids: list[Any], prompt_length: int
     ) -> None:
         by_request: dict[int, list[int]] = {}
         for k in live:

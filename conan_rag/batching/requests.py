@@ -1,5 +1,9 @@
 """What the batching queue runs batches through and serves: BatchRunner and Request.
 
+Rows are opaque here: a row is whatever the runner's ``tokenize`` makes (token ids for the
+encoder, a tokenized pair with its segment ids for the reranker). The queue and the planner
+read only a row's length, its token count; the runner alone reads inside.
+
 Example:
     >>> from concurrent.futures import Future
     >>> request = Request([[101, 102]], None, 0, 0, 8, 512, 0.0, Future())
@@ -11,20 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import torch
 
 logger = logging.getLogger(__name__)
 
+# One row of a batch: any object whose len() is its token count.
+RowT = TypeVar("RowT", bound=Sized)
 
-class BatchRunner(Protocol):
+
+class BatchRunner(Protocol[RowT]):
     """What the queue needs from a model: tokenize texts and embed one planned batch.
 
-    :class:`~conan_rag.runtime.backend.Backend` implements it; the queue never reaches further.
+    :class:`~conan_rag.runtime.backend.Backend` and
+    :class:`~conan_rag.reranking.runner.CrossEncoderRunner` implement it; the queue never
+    reaches further.
     """
 
     @property
@@ -32,11 +41,11 @@ class BatchRunner(Protocol):
         """Width of the vectors :meth:`embed` returns."""
         ...
 
-    def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
-        """Token ids per text, truncated at ``max_length``."""
+    def tokenize(self, texts: Sequence[str], max_length: int) -> list[RowT]:
+        """One row per text, truncated at ``max_length`` tokens."""
         ...
 
-    def embed(self, ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
+    def embed(self, rows: Sequence[RowT], prompt_length: int = 0) -> torch.Tensor:
         """Vectors of one batch, rows in input order (thread-safe)."""
         ...
 
@@ -46,10 +55,10 @@ class BatchRunner(Protocol):
 
 
 @dataclass(eq=False)
-class Request:
-    """One caller's rows, waiting for (or being turned into) vectors."""
+class Request(Generic[RowT]):
+    """One caller's rows (or texts to tokenize into rows), waiting for vectors."""
 
-    ids: list[list[int]] | None
+    ids: Sequence[RowT] | None
     texts: list[str] | None
     max_length: int
     prompt_length: int

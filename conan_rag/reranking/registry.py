@@ -19,35 +19,18 @@ Example:
 
 from __future__ import annotations
 
-import copyreg
-import threading
 from pathlib import Path
 from typing import Any
 
-from conan_rag.batching.queue import BatchQueue
-from conan_rag.config import default_token_budget
 from conan_rag.errors import ModelNotFoundError
-from conan_rag.forking import after_fork_in_child
-from conan_rag.model.files import canonical_model_id, download_hint, resolve_model
+from conan_rag.model.files import download_hint, resolve_model
+from conan_rag.model_registry import MODELS, ModelKind, resolve_config
 from conan_rag.reranking.config import DEFAULT_RERANKER, RerankerConfig
 from conan_rag.reranking.reranker import Reranker
 from conan_rag.reranking.runner import CrossEncoderRunner
 from conan_rag.reranking.spec import read_cross_encoder_spec
-from conan_rag.runtime.devices import resolve_device, resolve_dtype
 
-_RunnerKey = tuple[str, str | None, str, str]
-_registry_lock = threading.Lock()
-_runners: dict[_RunnerKey, tuple[CrossEncoderRunner, BatchQueue]] = {}
-_rerankers: dict[tuple[Any, ...], Reranker] = {}
-
-
-def _new_lock_after_fork() -> None:
-    """In a forked child: a fresh lock (a parent thread may have held it, e.g. loading)."""
-    global _registry_lock
-    _registry_lock = threading.Lock()
-
-
-after_fork_in_child(_new_lock_after_fork)
+__all__ = ["clear_rerankers", "load_reranker", "loaded_rerankers"]
 
 
 def _resolve(model: str, revision: str | None) -> Path:
@@ -62,6 +45,9 @@ def _resolve(model: str, revision: str | None) -> Path:
             model=model,
             revision=revision,
         ) from exc
+
+
+KIND: ModelKind = "cross-encoder"
 
 
 def load_reranker(
@@ -95,68 +81,31 @@ def load_reranker(
         ConanConfigError: an unknown setting, device or dtype (the message lists valid ones).
     """
     base = config or RerankerConfig()
-    changes: dict[str, Any] = dict(settings)
-    if model is not None:
-        changes["model"] = str(model)
-    if config is None or device != "auto":
-        changes["device"] = device
-    if config is None or dtype != "auto":
-        changes["dtype"] = dtype
-    cfg = base.replace(**changes)
-    folder = _resolve(cfg.model, cfg.revision)
-    resolved_device = resolve_device(cfg.device)
-    resolved_dtype = resolve_dtype(cfg.dtype, resolved_device)
-    runner_key = (str(folder), cfg.revision, resolved_device, resolved_dtype)
-    cfg = cfg.replace(model=canonical_model_id(folder))  # one spelling per model
-    reranker_key = (
-        *runner_key,
-        *sorted(cfg.replace(model="", device="", dtype="").to_dict().items()),
+    got = resolve_config(base, config is not None, model, device, dtype, settings, _resolve)
+    runner_key = (str(got.folder), got.config.revision, got.device, got.dtype)
+
+    def load() -> CrossEncoderRunner:
+        return CrossEncoderRunner(read_cross_encoder_spec(got.folder), got.device, got.dtype)
+
+    return MODELS.get(
+        KIND,
+        runner_key,
+        got.view_key(runner_key),
+        load,
+        lambda runner, queue: Reranker(got.config, runner, queue),
+        got.device,
     )
-    with _registry_lock:
-        reranker = _rerankers.get(reranker_key)
-        if reranker is not None:
-            return reranker
-        shared = _runners.get(runner_key)
-        if shared is None:
-            spec = read_cross_encoder_spec(folder)
-            runner = CrossEncoderRunner(spec, resolved_device, resolved_dtype)
-            shared = (runner, BatchQueue(runner, default_token_budget(resolved_device)))
-            _runners[runner_key] = shared
-        reranker = Reranker(cfg, *shared)
-        _rerankers[reranker_key] = reranker
-        return reranker
 
 
 def loaded_rerankers() -> int:
     """How many distinct cross-encoder weights this process has loaded (tests, diagnostics)."""
-    with _registry_lock:
-        return len(_runners)
+    return MODELS.loaded(KIND)
 
 
 def clear_rerankers() -> None:
     """Forget every shared reranker (their memory is freed once no caller holds them)."""
-    with _registry_lock:
-        _rerankers.clear()
-        _runners.clear()
-
-
-def _restore(config: dict[str, Any]) -> Reranker:
-    """Unpickle a :class:`~conan_rag.reranking.reranker.Reranker`: this process's shared one."""
-    return load_reranker(config=RerankerConfig.from_dict(config))
-
-
-def _reduce(reranker: Reranker) -> tuple[Any, ...]:
-    """Pickle a reranker by its settings, never its weights.
-
-    Example:
-        >>> import pickle, tempfile
-        >>> from conan_rag.testing import build_cross_encoder
-        >>> reranker = load_reranker(build_cross_encoder(tempfile.mkdtemp(), n_cjk=9))
-        >>> pickle.loads(pickle.dumps(reranker)) is reranker
-        True
-    """
-    return (_restore, (reranker.config.to_dict(),))
+    MODELS.clear(KIND)
 
 
 # Rerankers exist only through load_reranker, so this module is loaded wherever one is pickled.
-copyreg.pickle(Reranker, _reduce)
+MODELS.register(KIND, Reranker, RerankerConfig, load_reranker)

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
 
 import numpy as np
 import torch
 
 from conan_rag.batching.planning import plan_batches
 from conan_rag.batching.queue import BatchQueue
-from conan_rag.config import default_token_budget
 from conan_rag.errors import ConanConfigError, ConanTypeError
+from conan_rag.model_views import ModelView
 from conan_rag.reranking.config import RerankerConfig
-from conan_rag.reranking.runner import CrossEncoderRunner, PairRow
+from conan_rag.reranking.runner import CrossEncoderRunner, PairTokens
 
 QUEUE_CHUNK = 1024  # pairs tokenized and submitted together; the worker runs one meanwhile
 ASYNC_PAIRS = 1024  # ascore tokenizes up to this many pairs in a thread, then awaits the queue
@@ -75,7 +74,7 @@ def _pairs(query: str, passages: Sequence[str]) -> list[tuple[str, str]]:
     return [(query, p) for p in passages]
 
 
-class Reranker:
+class Reranker(ModelView[CrossEncoderRunner, RerankerConfig]):
     """A sentence-transformers ``CrossEncoder`` folder run by plain torch + transformers.
 
     Build it with :func:`conan_rag.reranking.load_reranker`. Scores equal
@@ -90,30 +89,17 @@ class Reranker:
     """
 
     def __init__(
-        self, config: RerankerConfig, runner: CrossEncoderRunner, queue: BatchQueue
+        self,
+        config: RerankerConfig,
+        runner: CrossEncoderRunner,
+        queue: BatchQueue[PairTokens],
     ) -> None:
-        self.config = config
-        self.runner = runner
-        self.queue = queue
+        super().__init__(config, runner, queue)
         self.spec = runner.spec
-        if config.max_length and config.max_length > runner.max_seq_length:
-            raise ConanConfigError(
-                f"max_length {config.max_length} exceeds the model's limit "
-                f"{runner.max_seq_length}; pass a value <= {runner.max_seq_length} or None.",
-                setting="max_length",
-                value=config.max_length,
-            )
+        self._check_at_most("max_length", config.max_length, runner.max_seq_length, "limit")
         self.max_length: int = config.max_length or runner.max_seq_length
-        self.token_budget: int = config.token_budget or default_token_budget(str(runner.device))
         self.num_labels: int = runner.num_labels
         self.activation: str = self.spec.activation
-        self.model_id: str = config.model
-
-    def __copy__(self) -> Reranker:
-        return self  # a shared view of loaded weights
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Reranker:
-        return self
 
     def __repr__(self) -> str:
         return (
@@ -122,17 +108,7 @@ class Reranker:
             f"max_length={self.max_length}, token_budget={self.token_budget})"
         )
 
-    @property
-    def device(self) -> str:
-        """The device the model runs on, e.g. ``"cpu"`` or ``"cuda"``."""
-        return str(self.runner.device)
-
-    @property
-    def dtype(self) -> str:
-        """The dtype the model computes in: ``float32``, ``bfloat16`` or ``float16``."""
-        return self.runner.dtype_name
-
-    def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[PairRow]:
+    def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[PairTokens]:
         """Rows exactly as the model sees them (prompt, lower-casing and truncation applied)."""
         items = _check_pairs(pairs)
         queries = [self.spec.prompt + q for q, _ in items]
@@ -227,7 +203,7 @@ class Reranker:
         return self._ranked(await self.ascore(query, passages), top_k)
 
     # -- internals ----------------------------------------------------------------------------
-    def _submit(self, rows: list[PairRow]) -> Future[torch.Tensor]:
+    def _submit(self, rows: list[PairTokens]) -> Future[torch.Tensor]:
         return self.queue.submit(
             list(rows),
             wait_ms=self.config.batch_wait_ms,
@@ -235,7 +211,7 @@ class Reranker:
             token_budget=self.token_budget,
         )
 
-    def _direct(self, rows: list[PairRow]) -> torch.Tensor:
+    def _direct(self, rows: list[PairTokens]) -> torch.Tensor:
         out = self._empty(len(rows))
         budget = self.runner.budget(self.token_budget)
         for batch in plan_batches([len(r) for r in rows], budget, self.config.max_batch_size):

@@ -18,33 +18,22 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
-import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from conan_rag.errors import ConanModelError, DeviceOutOfMemoryError, ForkedProcessError
-from conan_rag.forking import ForkAware
+from conan_rag.errors import ConanModelError
 from conan_rag.model.files import PYTORCH_BIN, SAFETENSORS, WEIGHT_FILES, download_hint
 from conan_rag.model.modules import Head
 from conan_rag.model.spec import ModelSpec
 from conan_rag.runtime.compiled import CompileReport, bucket_width, setup_compiled
-from conan_rag.runtime.devices import DTYPES
+from conan_rag.runtime.runner import ModelRunner, load_pretrained, load_tokenizer
 from conan_rag.runtime.varlen import embed_varlen, varlen_supported
 
+__all__ = ["Backend", "load_tokenizer"]
+
 logger = logging.getLogger(__name__)
-
-
-def _quiet_transformers() -> None:
-    """Silence transformers' load report and progress bars (we report problems ourselves)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 # Architectures whose AutoModel builds a pooler (taking add_pooling_layer) we never use.
@@ -62,10 +51,7 @@ def _model_type(spec: ModelSpec) -> str:
 def _load_transformer(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
     from transformers import AutoModel
 
-    _quiet_transformers()
-
-    has_safetensors = (spec.path / SAFETENSORS).is_file()
-    if not has_safetensors and not (spec.path / PYTORCH_BIN).is_file():
+    if not (spec.path / SAFETENSORS).is_file() and not (spec.path / PYTORCH_BIN).is_file():
         raise ConanModelError(
             f"{spec.path} has neither {' nor '.join(WEIGHT_FILES)}: the transformer's weights "
             f"are missing. {download_hint(spec.path.name)}",
@@ -74,64 +60,22 @@ def _load_transformer(spec: ModelSpec, dtype: torch.dtype) -> torch.nn.Module:
     kwargs: dict[str, object] = {}
     if _model_type(spec) in _HAS_POOLER:
         kwargs["add_pooling_layer"] = False  # its pooler is unused: don't build or load it
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, info = AutoModel.from_pretrained(
-                str(spec.path),
-                dtype=dtype,
-                attn_implementation="sdpa",
-                use_safetensors=has_safetensors,
-                trust_remote_code=False,
-                local_files_only=True,
-                output_loading_info=True,
-                **kwargs,
-            )
-    except Exception as exc:  # noqa: BLE001 - report every loader failure the same way
-        weights = SAFETENSORS if has_safetensors else PYTORCH_BIN
-        raise ConanModelError(
-            f"Cannot load the transformer from {spec.path} ({weights}): "
-            f"{type(exc).__name__}: {str(exc)[:300]}. The folder is incomplete or corrupt "
-            "(conan-rag loads .bin files only with weights_only=True); re-download the model.",
-            path=spec.path / weights,
-        ) from None
-    missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+    model, missing = load_pretrained(AutoModel, spec.path, dtype, "transformer", **kwargs)
+    missing = [k for k in missing if "pooler" not in k]
     if missing:
         raise ConanModelError(
             f"The weights in {spec.path} lack {len(missing)} tensors the architecture needs "
             f"(e.g. {missing[:3]}); the file is incomplete: re-download the model.",
             path=spec.path,
         )
-    return model.eval()
+    return model  # type: ignore[no-any-return]
 
 
-def load_tokenizer(folder: Path) -> Any:
-    """The fast tokenizer of a model folder: local files only, never code from the folder.
+class Backend(ModelRunner):
+    """Tokenizer + transformer + head on one device in one dtype: the embedding runner.
 
-    Raises:
-        ConanModelError: the folder has no usable tokenizer (the message says which files).
-    """
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(
-            str(folder), use_fast=True, trust_remote_code=False, local_files_only=True
-        )
-    except Exception as exc:  # noqa: BLE001
-        raise ConanModelError(
-            f"Cannot load the tokenizer from {folder}: {type(exc).__name__}: "
-            f"{str(exc)[:300]}. The folder needs tokenizer.json or vocab.txt; re-download the "
-            "model.",
-            path=folder,
-        ) from None
-
-
-class Backend(ForkAware):
-    """Tokenizer + transformer + head on one device in one dtype. Thread-safe, fork-aware.
-
-    In a process forked from the one that loaded it, a CPU backend keeps working (with fresh
-    locks, torch on one thread); a CUDA backend raises
-    :class:`~conan_rag.errors.ForkedProcessError` (CUDA cannot run in a forked child).
+    Thread-safe and fork-aware as every :class:`~conan_rag.runtime.runner.ModelRunner`; its
+    batches give un-normalized float32 vectors.
 
     Args:
         spec: the model folder's spec.
@@ -149,12 +93,8 @@ class Backend(ForkAware):
         cpu_kernels: str = "auto",
         compile: str = "off",
     ) -> None:
-        super().__init__()
+        super().__init__(spec.path, device, dtype)
         self.spec = spec
-        self.device = torch.device(device)
-        self.dtype_name = dtype
-        self.dtype = DTYPES[dtype]
-        self.tokenizer = load_tokenizer(spec.path)
         self.transformer = _load_transformer(spec, self.dtype).to(self.device)
         self.head = Head(spec).to(self.device).eval()
         # CPU float32: linear layers on the fastest GEMM here (conan_rag.runtime.cpu_kernels).
@@ -163,20 +103,10 @@ class Backend(ForkAware):
             from conan_rag.runtime.cpu_kernels import apply_cpu_fast_path
 
             self.cpu_kernel = apply_cpu_fast_path(self.transformer, cpu_kernels).kernel
-        self.pad_id = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
-        self._tokenizer_lock = threading.Lock()
-        names = getattr(self.tokenizer, "model_input_names", ["input_ids", "attention_mask"])
-        self._wants_token_types = "token_type_ids" in names
-        # One forward at a time, whoever calls (the batching queue's worker or direct callers).
-        self._forward_lock = threading.Lock()
-        # Padded tokens known to run out of device memory, halved: every caller's token budget
-        # is capped by it (the callers' own budgets are never changed). None: no OOM seen.
-        self.memory_cap: int | None = None
         # CUDA + BERT: unpadded forward (conan_rag.runtime.varlen); "padded" elsewhere.
         self.forward_mode = "padded"
         if self.device.type == "cuda" and varlen_supported(self.transformer):
             self.forward_mode = "varlen"
-        self.forked_from_cuda = False  # set in a forked child: this backend's GPU is unusable
         # CPU: the compiled forward (conan_rag.runtime.compiled) when it is cached or asked for.
         self.compiled: Any = None
         self.compiled_limit = 0
@@ -208,7 +138,7 @@ class Backend(ForkAware):
         with self._forward_lock:
             runner, limit, report = setup_compiled(
                 self.transformer,
-                token_types=self._wants_token_types,
+                token_types=self.wants_token_types,
                 dtype=self.dtype_name,
                 model_fingerprint=fingerprint,
                 choice=choice,
@@ -218,44 +148,17 @@ class Backend(ForkAware):
         logger.info("%s %s on cpu: %s", self.spec.path.name, self.dtype_name, report.summary())
         return report
 
-    def _after_fork(self) -> None:
-        """In a forked child: fresh locks (a parent thread may have held them mid-forward).
-
-        A CPU backend also drops torch to one thread, as PyTorch's DataLoader workers do: GNU
-        OpenMP's thread pool does not survive a fork, and a child whose forking thread had used
-        it hangs in its first multi-threaded op.
-        """
-        self._tokenizer_lock = threading.Lock()
-        self._forward_lock = threading.Lock()
-        self.forked_from_cuda = self.device.type == "cuda"
-        if self.device.type == "cpu" and torch.get_num_threads() > 1:
-            torch.set_num_threads(1)
-
     @property
     def output_dim(self) -> int:
         """Dimension of the (un-truncated) vectors."""
         return self.spec.output_dim
-
-    def budget(self, requested: int) -> int:
-        """The token budget to plan with: ``requested``, capped by what fits in memory."""
-        return requested if self.memory_cap is None else max(1, min(requested, self.memory_cap))
 
     # -- tokenization -------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Token ids per text, truncated at ``max_length`` tokens (special tokens included)."""
         if not texts:
             return []
-        self._check_process()
-        with self._tokenizer_lock:  # fast tokenizers are not re-entrant ("Already borrowed")
-            encoded = self.tokenizer(  # type: ignore[operator]
-                list(texts),
-                add_special_tokens=True,
-                truncation=True,
-                max_length=max_length,
-                padding=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
+        encoded = self._encode(list(texts), None, max_length, truncation=True, token_types=False)
         return list(encoded["input_ids"])
 
     def prompt_length(self, prompt: str) -> int:
@@ -268,17 +171,8 @@ class Backend(ForkAware):
     def _tensors(
         self, ids: Sequence[Sequence[int]], width: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        longest = width or max(len(x) for x in ids)
-        array = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(ids), longest), dtype=np.int64)
-        for row, seq in enumerate(ids):
-            array[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        input_ids, attention = torch.from_numpy(array), torch.from_numpy(mask)
-        if self.device.type == "cuda":
-            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
-            attention = attention.pin_memory().to(self.device, non_blocking=True)
-        return input_ids, attention
+        array, mask = self._padded(ids, width)
+        return self._on_device(array), self._on_device(mask)
 
     @torch.inference_mode()
     def embed_ids(self, ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
@@ -287,9 +181,7 @@ class Backend(ForkAware):
         Raises:
             ForkedProcessError: the model is on a GPU and this process was forked after loading.
         """
-        self._check_process()
-        if self.forked_from_cuda:
-            raise ForkedProcessError(str(self.device))
+        self._ready()
         if self.forward_mode == "varlen":
             return embed_varlen(self.transformer, self.head, ids, prompt_length)
         compiled = self.compiled
@@ -300,38 +192,13 @@ class Backend(ForkAware):
             return self.head(tokens, attention, prompt_length).float().cpu()
         input_ids, attention = self._tensors(ids)
         kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention}
-        if self._wants_token_types:
+        if self.wants_token_types:
             kwargs["token_type_ids"] = torch.zeros_like(input_ids)
         if bool(attention.all()):
             del kwargs["attention_mask"]  # no padding: let SDPA take its mask-free kernel
         tokens = self.transformer(**kwargs).last_hidden_state
         return self.head(tokens, attention, prompt_length).float().cpu()
 
-    def embed(self, ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
-        """Run one planned batch, one caller at a time; rows come back in input order.
-
-        On CUDA out-of-memory the batch is split in halves (and :attr:`memory_cap` set so later
-        plans stay below what failed); a single text that does not fit raises.
-
-        Raises:
-            DeviceOutOfMemoryError: one text alone does not fit on the device.
-            ForkedProcessError: the model is on a GPU and this process was forked after loading.
-        """
-        self._check_process()
-        with self._forward_lock:
-            return self._embed_splitting(ids, prompt_length)
-
-    def _embed_splitting(self, ids: Sequence[Sequence[int]], prompt_length: int) -> torch.Tensor:
-        try:
-            return self.embed_ids(ids, prompt_length)
-        except torch.OutOfMemoryError:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(ids) == 1:
-                raise DeviceOutOfMemoryError(len(ids[0]), str(self.device)) from None
-            cost = len(ids) * max(len(x) for x in ids)
-            self.memory_cap = max(1, min(self.memory_cap or cost, cost) // 2)
-            logger.warning("Out of memory: batches capped at %d padded tokens", self.memory_cap)
-        half = len(ids) // 2
-        first = self._embed_splitting(ids[:half], prompt_length)
-        return torch.cat([first, self._embed_splitting(ids[half:], prompt_length)])
+    def run_batch(self, rows: Sequence[Any], prompt_length: int = 0) -> torch.Tensor:
+        """:meth:`embed_ids`: what :meth:`~conan_rag.runtime.runner.ModelRunner.embed` runs."""
+        return self.embed_ids(rows, prompt_length)

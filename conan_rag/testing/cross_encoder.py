@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 
-from conan_rag.testing.files import write_json
+from conan_rag.testing.files import save_weights, write_json
 from conan_rag.testing.vocab import chinese_vocab, xlmr_vocab
 
 __all__ = ["build_cross_encoder"]
@@ -128,11 +128,7 @@ def build_cross_encoder(
                 head = name.startswith(("classifier.", "bert.pooler."))
                 param.normal_(0.0, 0.3 if head else 0.15)
     config.save_pretrained(str(root))
-    if weights in ("safetensors", "both"):
-        model.save_pretrained(str(root), safe_serialization=True)
-    if weights in ("bin", "both"):
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        torch.save(state, root / "pytorch_model.bin")
+    save_weights(model, root, weights)
     if st_config == "modules":
         module = "sentence_transformers.base.modules.transformer.Transformer"
         write_json(root / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": module}])

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from conan_rag.testing.files import write_json
+from conan_rag.testing.files import save_weights, write_json
 from conan_rag.testing.vocab import chinese_vocab
 
 __all__ = ["build_conan_layout_model"]
@@ -86,13 +86,9 @@ def build_conan_layout_model(
         for param in model.parameters():
             if param.dim() > 1:
                 param.normal_(0.0, 0.08)
-    if weights in ("safetensors", "both"):
-        model.save_pretrained(str(root), safe_serialization=True)
-    if weights in ("bin", "both"):
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        torch.save(state, root / "pytorch_model.bin")
-        if weights == "bin":
-            config.save_pretrained(str(root))
+    save_weights(model, root, weights)
+    if weights == "bin":
+        config.save_pretrained(str(root))
     dense_out = hidden_size * 7 // 4
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
