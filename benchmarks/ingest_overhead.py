@@ -18,8 +18,8 @@ from pathlib import Path
 
 from conan_rag import load_encoder
 from conan_rag.rag.chunking import Chunker
-from conan_rag.rag.documents import read_file
 from conan_rag.rag.pipeline import Pipeline
+from conan_rag.rag.sources.documents import read_file
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -41,8 +41,8 @@ import torch  # noqa: E402
 
 from conan_rag import load_encoder  # noqa: E402
 from conan_rag.model.files import BUNDLED_MINILM  # noqa: E402
+from conan_rag.rag.ingest.ray import RayEngine  # noqa: E402
 from conan_rag.rag.pipeline import Pipeline  # noqa: E402
-from conan_rag.rag.ray_engine import RayEngine  # noqa: E402
 
 CORPUS = ROOT / "data" / "scifact" / "corpus.jsonl.gz"
 VARIANTS = ("single", "ray1", "ray2")

@@ -11,8 +11,8 @@ Example:
 from __future__ import annotations
 
 from conan_rag.rag.answer import Answer
+from conan_rag.rag.ingest.report import IngestInterrupted, IngestReport
 from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
-from conan_rag.rag.report import IngestInterrupted, IngestReport
 from conan_rag.rag.search.retrieval import Hit, RetrievalOptions
 
 __all__ = [

@@ -17,8 +17,8 @@ import pytest
 
 from conan_rag import load_encoder
 from conan_rag.rag.chunking import ChunkConfig
-from conan_rag.rag.documents import Document
 from conan_rag.rag.pipeline import Pipeline
+from conan_rag.rag.sources.documents import Document
 
 CHROMA = Path(sys.executable).with_name("chroma")
 _names = itertools.count()

@@ -11,7 +11,7 @@ import pytest
 
 from conan_rag import ConanConfigError, load_encoder
 from conan_rag.rag.chunking import ChunkConfig, Chunker
-from conan_rag.rag.documents import Document
+from conan_rag.rag.sources.documents import Document
 from conan_rag.testing import build_conan_layout_model
 from tests.pipeline_helpers import minilm, tiny  # noqa: F401 - fixtures
 
@@ -137,7 +137,7 @@ def test_whole_mode_ids_and_errors(minilm) -> None:
 def test_sentence_end_beats_a_word_cut_in_the_first_half(minilm, max_tokens: int) -> None:
     # Regression: with max_tokens=80 a sentence end just before the window's middle lost to a
     # cut between words, stranding "sources." alone in the next chunk.
-    from conan_rag.rag.discovery import load_paths
+    from conan_rag.rag.sources.discovery import load_paths
 
     corpus = Path(__file__).resolve().parent.parent / "examples" / "corpus" / "transformers.txt"
     (document,) = load_paths([corpus]).documents
@@ -195,7 +195,7 @@ def test_a_long_document_is_tokenized_window_by_window(minilm, tmp_path: Path, m
     import tracemalloc
 
     import conan_rag.rag.chunking as chunking
-    from conan_rag.rag.documents import BLOCK_CHARS, read_file
+    from conan_rag.rag.sources.documents import BLOCK_CHARS, read_file
 
     sentence = "The interleukin binds the transcription factor of gene 3.5 in the cell. "
     path = tmp_path / "big.txt"

@@ -163,7 +163,7 @@ def test_help_shows_every_default_the_file_types_and_the_version(capsys) -> None
 
     from conan_rag import __version__
     from conan_rag.cli.parser import build_parser
-    from conan_rag.rag.documents import SUFFIXES
+    from conan_rag.rag.sources.documents import SUFFIXES
 
     with pytest.raises(SystemExit) as done:
         main(["--version"])

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import conan_rag.rag.decoding as decoding
+import conan_rag.rag.sources.decoding as decoding
 from conan_rag import load_encoder
 from conan_rag.errors import LoaderError
-from conan_rag.rag.decoding import (
+from conan_rag.rag.pipeline import Pipeline
+from conan_rag.rag.sources.decoding import (
     DecodingError,
     decode_bytes,
     detect_encoding,
@@ -17,7 +18,6 @@ from conan_rag.rag.decoding import (
     iter_decoded,
     redetect,
 )
-from conan_rag.rag.pipeline import Pipeline
 
 SAMPLES = [
     ("Müller ärgert sich über die Größe der Straße.", "latin-1"),

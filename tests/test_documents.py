@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conan_rag.errors import LoaderError
-from conan_rag.rag.decoding import decode_bytes
-from conan_rag.rag.discovery import load_paths
-from conan_rag.rag.documents import TextFile, html_to_text, read_file
+from conan_rag.rag.sources.decoding import decode_bytes
+from conan_rag.rag.sources.discovery import load_paths
+from conan_rag.rag.sources.documents import TextFile, html_to_text, read_file
 
 
 def _pdf(text: str) -> bytes:

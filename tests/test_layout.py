@@ -389,6 +389,17 @@ def test_encoder_and_adapters_work_without_chromadb_or_pypdf() -> None:
     assert "rag needs:" in done.stdout and "pip install 'conan-rag[rag]'" in done.stdout
 
 
+def test_chromadb_is_imported_in_rag_only_by_the_chroma_store() -> None:
+    # The store protocol is the RAG app's one door to its vector store (type-only imports count).
+    graph = _graph()
+    importers = sorted(
+        name
+        for name, targets in graph.items()
+        if name.startswith("conan_rag.rag") and any(t.split(".")[0] == "chromadb" for t in targets)
+    )
+    assert importers == ["conan_rag.rag.store.chroma"]
+
+
 if __name__ == "__main__":
     graph = _graph()
     print(f"modules: {len(graph)}; import cycles (type-only included): {_cycles(graph) or 'none'}")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import conan_rag
+from conan_rag.rag.ingest.report import IngestInterrupted
 from conan_rag.rag.pipeline import Pipeline
-from conan_rag.rag.report import IngestInterrupted
 from conan_rag.rag.search.fusion import rrf
 from conan_rag.rag.search.lexical_index import LexicalIndex
 from conan_rag.rag.search.retrieval import RetrievalOptions
@@ -139,11 +139,11 @@ def test_the_index_equals_a_fresh_one_after_updates_prunes_and_a_killed_run(
     )
     assert pipe.retrieve("梅雨", RetrievalOptions(k=1, retrieval="lexical")) == []  # pruned
 
-    # a run killed while embedding: the index is stale, and the next search brings it in step
+    # a run killed once it wrote chunks: the index is stale, and the next search brings it in step
     _write(docs, {f"more{i}.txt": f"Note {i} about granite and basalt." for i in range(6)})
 
     def stop(event: object) -> None:
-        if getattr(event, "phase", "") == "embedding":
+        if getattr(event, "phase", "") == "embedding" and getattr(event, "chunks", 0) > 0:
             raise KeyboardInterrupt
 
     with pytest.raises(IngestInterrupted):
@@ -204,6 +204,36 @@ def test_a_foreign_writer_is_seen_by_the_next_lexical_search(
     assert tea.id not in [h.id for h in hybrid]
     assert pipe.lexical.is_current(pipe.store)
     assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+
+
+def test_conan_rag_load_into_a_searched_collection_is_found_by_lexical_search(
+    pipe: Pipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conan_rag.cli import main
+    from conan_rag.rag.ingest import LocalEngine
+
+    lexical = RetrievalOptions(k=1, retrieval="lexical")
+    assert pipe.retrieve("obsidian", lexical) == []  # the index is built and current
+    assert pipe.lexical.is_current(pipe.store)
+
+    # an export made elsewhere (single-process engine, Parquet sink), loaded by the CLI
+    _write(tmp_path / "more", {"obsidian.txt": "Obsidian is volcanic glass formed by lava."})
+    staging = Pipeline(pipe.encoder, db=tmp_path / "staging", collection=pipe.name)
+    export = tmp_path / "export"
+    report = staging.ingest([tmp_path / "more"], engine=LocalEngine(), to_parquet=export)
+    assert (report.added, report.chunks_embedded) == (1, 1)
+    assert staging.store.count() == 0  # an export writes files, not the collection
+    assert main(["load", str(export), "--db", str(tmp_path / "db"), "--no-progress"]) == 0
+    assert "loaded 1 chunks (1 documents completed" in capsys.readouterr().out
+
+    assert not pipe.lexical.is_current(pipe.store)
+    hits = pipe.retrieve("obsidian", lexical)
+    assert [h.metadata["source"] for h in hits] == [str(tmp_path / "more" / "obsidian.txt")]
+    hybrid = pipe.retrieve("obsidian volcanic glass", RetrievalOptions(k=1, retrieval="hybrid"))
+    assert hybrid[0].id == hits[0].id
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+    loaded = pipe.store.get([hits[0].id], ["metadatas"]).metadatas or [{}]
+    assert loaded[0]["n_chunks"] == 1  # the load completed the document
 
 
 def test_an_index_synced_by_another_instance_reloads_only_its_matrices(

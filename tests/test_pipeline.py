@@ -16,9 +16,9 @@ import pytest
 from conan_rag.errors import CollectionMismatchError, ConanConfigError, ConanInputError
 from conan_rag.rag.answer import build_prompt, call_llm
 from conan_rag.rag.chunking import ChunkConfig
-from conan_rag.rag.documents import Document
 from conan_rag.rag.pipeline import Pipeline
 from conan_rag.rag.search.retrieval import RetrievalOptions as Options
+from conan_rag.rag.sources.documents import Document
 from tests.pipeline_helpers import (  # noqa: F401 - fixtures
     FACTS,
     fact_docs,

@@ -24,15 +24,15 @@ import pytest
 
 from conan_rag import load_encoder
 from conan_rag.errors import CollectionMismatchError, StoreError
+from conan_rag.rag.ingest.progress import ProgressEvent
 from conan_rag.rag.pipeline import Pipeline
-from conan_rag.rag.progress import ProgressEvent
 from conan_rag.rag.store import open_client
 from tests.pipeline_helpers import chroma_server
 
 ray = pytest.importorskip("ray")
 
-from conan_rag.rag.distributed import RayEngine  # noqa: E402
-from conan_rag.rag.export import MANIFEST, load_export  # noqa: E402
+from conan_rag.rag.ingest.export import MANIFEST, load_export  # noqa: E402
+from conan_rag.rag.ingest.ray import RayEngine  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -182,7 +182,7 @@ def test_killing_an_encoder_actor_mid_run_still_completes(
             killed.append(_kill_an_encoder_actor())
 
     pipe = Pipeline(encoder, url=server, collection="ray-actor-kill")
-    with caplog.at_level("WARNING", logger="conan_rag.rag.distributed"):
+    with caplog.at_level("WARNING", logger="conan_rag.rag.ingest.ray"):
         report = pipe.ingest([corpus], engine=RayEngine(batch_rows=4), on_progress=kill_once)
     assert killed == [True]
     assert "planning again" in caplog.text  # the run lost the actor and finished anyway

@@ -1,4 +1,4 @@
-"""The Ray ingest's stages and completion, run in-process (no Ray runtime needed)."""
+"""The row stream every engine runs, the store sink and completion, run in-process (no Ray)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 from conan_rag import load_encoder
 from conan_rag.errors import ConanConfigError
 from conan_rag.rag.chunking import ChunkConfig, Chunker
-from conan_rag.rag.completion import Completer
-from conan_rag.rag.documents import Document
-from conan_rag.rag.plan import Job
-from conan_rag.rag.ray_engine import RayEngine
-from conan_rag.rag.ray_stages import cut_units, summary, with_retries, write_rows
-from conan_rag.rag.report import IngestReport
-from conan_rag.rag.store import open_client, open_collection
+from conan_rag.rag.ingest.planning import Job, WorkItem
+from conan_rag.rag.ingest.ray import RayEngine
+from conan_rag.rag.ingest.report import IngestReport
+from conan_rag.rag.ingest.rows import Limits, cut_item, cut_units
+from conan_rag.rag.ingest.sink import Completer, StoreSink, with_retries
+from conan_rag.rag.sources import Document
+from conan_rag.rag.store import ChromaStore, open_client
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LONG = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(60))
@@ -30,11 +30,8 @@ def encoder() -> Any:
 
 
 def _batch(chunker: Chunker, docs: list[Document], jobs: dict[str, Job]) -> dict[str, Any]:
-    return {
-        "unit": np.asarray([pickle.dumps(d) for d in docs], dtype=object),
-        "jobs": np.asarray([pickle.dumps({d.key: jobs[d.key]}) for d in docs], dtype=object),
-        "encoding": np.asarray([""] * len(docs), dtype=object),
-    }
+    items = [pickle.dumps(WorkItem(d, {d.key: jobs[d.key]})) for d in docs]  # what Ray ships
+    return {"item": np.asarray(items, dtype=object)}
 
 
 def test_cut_units_rows_match_the_chunker_and_account_for_every_character(encoder: Any) -> None:
@@ -72,24 +69,38 @@ def test_a_document_completes_only_when_all_its_chunks_are_written(encoder: Any)
     jobs = {doc.key: Job(digest.hash, digest.chars, "src", {}, True)}
     (batch,) = cut_units(_batch(chunker, [doc], jobs), chunker)
     batch["vector"] = encoder.encode(list(batch["embed"]), kind="document")
-    collection = open_collection(open_client(tempfile.mkdtemp()), "docs", encoder)
+    store = ChromaStore.open(open_client(tempfile.mkdtemp()), "docs", encoder)
+    sink = StoreSink(store, 100)
     report = IngestReport()
-    completer = Completer(collection, 100, report)
+    completer = Completer(sink, report)
     order = np.arange(len(batch["kind"]))[::-1]  # chunk 0's row arrives first, the rest after
     for i in order:
         part = {name: values[i : i + 1] for name, values in batch.items()}
-        write_rows(collection, part, 100)
-        completer.tally(summary(part))
+        completer.tally(sink.write(part))
+        completer.flush()
         done = i == order[-1]
         assert completer.pending == (0 if done else 1)
-    completer.flush()
+        first = store.get([str(batch["id"][-1])], ["metadatas"]).metadatas or [{}]
+        assert ("n_chunks" in first[0]) == done  # complete only once every chunk is written
     assert (report.added, report.completed, report.chunks_embedded) == (1, 1, len(order))
-    first = collection.get(ids=[str(batch["id"][-1])], include=["metadatas"])["metadatas"][0]
-    assert first["n_chunks"] == len(order) and first["chunk_index"] == 0
+    first = store.get([str(batch["id"][-1])], ["metadatas"]).metadatas or [{}]
+    assert first[0]["n_chunks"] == len(order) and first[0]["chunk_index"] == 0
+
+
+def test_a_big_document_streams_in_bounded_batches_and_completes_once(encoder: Any) -> None:
+    chunker = Chunker(encoder, ChunkConfig(max_tokens=64, overlap_tokens=8))
+    doc = Document("long", LONG, "src")
+    digest = chunker.digest(doc)
+    item = WorkItem(doc, {doc.key: Job(digest.hash, digest.chars, "src", {}, True)})
+    batches = list(cut_item(item, chunker, Limits(rows=3)))
+    assert len(batches) > 2 and all(len(b["kind"]) <= 3 for b in batches)
+    kinds = np.concatenate([b["kind"] for b in batches]).tolist()
+    assert kinds.count("first") == 1 and kinds[-1] == "first"
+    assert batches[-1]["parts"][-1] == len(kinds) - 1
 
 
 def test_with_retries_retries_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("conan_rag.rag.ray_stages.BACKOFF_S", 0.0)
+    monkeypatch.setattr("conan_rag.rag.ingest.sink.BACKOFF_S", 0.0)
     calls: list[int] = []
 
     def flaky() -> str:
@@ -110,7 +121,7 @@ def test_ray_engine_is_config_as_data_and_refuses_bad_values() -> None:
         RayEngine(address="http://head:8265")
     with pytest.raises(ConanConfigError, match="encoders must be at least 1"):
         RayEngine(encoders=0)
-    with pytest.raises(ConanConfigError, match="valid ones are"):
+    with pytest.raises(ConanConfigError, match="valid options are"):
         RayEngine.from_dict({"gpus": 1})
 
 

@@ -123,8 +123,8 @@ def test_ctrl_c_during_the_final_flush_leaves_no_thread_running(
     # without an active exception", exit -6). The writer must be finished when the error surfaces.
     import threading
 
-    from conan_rag.rag import writer as writer_module
-    from conan_rag.rag.report import IngestInterrupted
+    from conan_rag.rag.ingest import local as writer_module
+    from conan_rag.rag.ingest.report import IngestInterrupted
 
     encoder = load_encoder(str(conan_tiny), device="cpu", dtype="float32")
     pipe = Pipeline(
@@ -132,19 +132,26 @@ def test_ctrl_c_during_the_final_flush_leaves_no_thread_running(
     )
     real_close, real_write = writer_module.Writer.close, writer_module.Writer._write
     writers: list = []
+    closing, release = threading.Event(), threading.Event()  # synchronised on state, no timers
+    sent: list[int] = []
 
     def close(self, drop_pending: bool = False) -> None:
         writers.append(self)
-        if not drop_pending:  # the final flush: Ctrl-C arrives while it waits
-            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        (release if drop_pending else closing).set()
         real_close(self, drop_pending)
 
-    def slow_write(self, group) -> None:  # type: ignore[no-untyped-def]
-        time.sleep(0.2)
-        real_write(self, group)
+    def held_write(self, batch) -> None:  # type: ignore[no-untyped-def]
+        # Every batch waits for the final flush; the first then sends Ctrl-C and stays in
+        # flight until the ingest asks the writer to drop what is queued.
+        if closing.wait(120) and not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+            release.wait(120)
+        real_write(self, batch)
 
+    monkeypatch.setattr(writer_module, "QUEUED", 1000)  # every batch queued before the flush
     monkeypatch.setattr(writer_module.Writer, "close", close)
-    monkeypatch.setattr(writer_module.Writer, "_write", slow_write)
+    monkeypatch.setattr(writer_module.Writer, "_write", held_write)
     with pytest.raises(IngestInterrupted) as info:
         pipe.sync(crash_docs(1))
     assert info.value.report.interrupted and len(writers) == 2  # flush, then the drop

@@ -5,9 +5,9 @@ run`` server; its token comes only from ``CONAN_RAG_CHROMA_TOKEN``), ``--model``
 ``--collection`` and ``--endpoint`` (embed on a ``conan-rag serve`` server; its key comes only
 from ``CONAN_RAG_API_KEY``). Without ``--model`` a command uses the model the collection records
 (then ``$CONAN_RAG_MODEL``, then the default); a ``--model`` different from the recorded one is
-refused. ``ingest --ray ADDRESS`` cuts and embeds on Ray Data (:mod:`conan_rag.rag.distributed`);
+refused. ``ingest --ray ADDRESS`` cuts and embeds on Ray Data (:mod:`conan_rag.rag.ingest.ray`);
 ``ingest --to-parquet DIR`` exports the vectors and ``load DIR`` stores them
-(:mod:`conan_rag.rag.export`). ``serve`` runs the shared encoder over HTTP
+(:mod:`conan_rag.rag.ingest.export`). ``serve`` runs the shared encoder over HTTP
 (:mod:`conan_rag.server`).
 
 Exit status: 0 done (``serve``: also when stopped by SIGTERM or Ctrl-C, after answering the
@@ -28,7 +28,7 @@ from conan_rag.cli.advice import advise
 from conan_rag.cli.commands import COMMANDS
 from conan_rag.cli.parser import build_parser
 from conan_rag.errors import ConanRagError
-from conan_rag.rag.report import IngestInterrupted
+from conan_rag.rag.ingest.report import IngestInterrupted
 
 __all__ = ["build_parser", "main"]
 

@@ -35,10 +35,10 @@ from conan_rag.errors import ConanConfigError, InputPathError
 from conan_rag.model.files import DEFAULT_MODEL
 from conan_rag.protocols import EncoderLike
 from conan_rag.rag.chunking import ChunkConfig, Chunker, ChunkMode
-from conan_rag.rag.distributed import RayEngine
-from conan_rag.rag.export import check_export_folder
+from conan_rag.rag.ingest.export import check_export_folder
+from conan_rag.rag.ingest.ray import RayEngine
+from conan_rag.rag.ingest.report import IngestReport
 from conan_rag.rag.pipeline import MODEL_ENV, Pipeline
-from conan_rag.rag.report import IngestReport
 from conan_rag.rag.search.retrieval import RetrievalOptions, check_query
 from conan_rag.rag.store import (
     DEFAULT_COLLECTION,
@@ -163,8 +163,8 @@ def _ray_engine(args: argparse.Namespace) -> RayEngine | None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """``conan-rag load DIR [--db | --chroma-url] [--collection]``: store a Parquet export."""
-    from conan_rag.rag.export import load_export, read_manifest
-    from conan_rag.rag.progress import Progress
+    from conan_rag.rag.ingest.export import load_export, read_manifest
+    from conan_rag.rag.ingest.progress import Progress
 
     manifest = read_manifest(args.folder)  # before touching the store
     name = args.collection or str(manifest["collection"])

@@ -15,10 +15,10 @@ from conan_rag import __version__
 from conan_rag.config import DEFAULT_TOKEN_BUDGETS
 from conan_rag.model.files import BUNDLED_MINILM, DEFAULT_MODEL
 from conan_rag.rag.chunking import DEFAULT_OVERLAP
-from conan_rag.rag.distributed import RayEngine
-from conan_rag.rag.documents import SUFFIXES
+from conan_rag.rag.ingest.ray import RayEngine
 from conan_rag.rag.pipeline import MODEL_ENV
 from conan_rag.rag.search.retrieval import RETRIEVAL_MODES, RetrievalOptions
+from conan_rag.rag.sources.documents import SUFFIXES
 from conan_rag.rag.store import DEFAULT_COLLECTION, DEFAULT_DB, TOKEN_ENV
 from conan_rag.remote import API_KEY_ENV
 from conan_rag.server.settings import (

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from conan_rag.errors import ConanTypeError
+from conan_rag.rag.chunking.sentences import split_sentences
 from conan_rag.rag.search.retrieval import Hit
-from conan_rag.rag.text import split_sentences
 
 if TYPE_CHECKING:
     from conan_rag.protocols import EncoderLike

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conan_rag.errors import ConanConfigError
-from conan_rag.rag.documents import Document
 from conan_rag.rag.search.retrieval import RetrievalOptions
+from conan_rag.rag.sources.documents import Document
 
 if TYPE_CHECKING:
     from conan_rag.rag.pipeline import Pipeline
@@ -252,7 +252,7 @@ def run_from_hits(hits: Iterable[tuple[str, str, float]], depth: int = 100) -> R
 
 
 def beir_documents(data: BeirData) -> list[Document]:
-    """The corpus as :class:`~conan_rag.rag.documents.Document` objects (source ``beir:<name>``)."""
+    """The corpus as :class:`~conan_rag.rag.sources.Document` objects (source ``beir:<name>``)."""
     source = f"beir:{data.name}"
     return [Document(d, row["text"], source, row["title"]) for d, row in data.corpus.items()]
 

@@ -8,7 +8,7 @@ ingest machinery: the chunker is made on the first ingest.
 Example:
     >>> import tempfile
     >>> from conan_rag import load_encoder
-    >>> from conan_rag.rag.documents import Document
+    >>> from conan_rag.rag.sources.documents import Document
     >>> encoder = load_encoder("sentence-transformers/all-MiniLM-L6-v2")
     >>> pipe = Pipeline(encoder, db=tempfile.mkdtemp())
     >>> pipe.ingest([Document("paris", "Paris is the capital of France.", "facts")]).added
@@ -28,19 +28,25 @@ from typing import TYPE_CHECKING, Any
 from conan_rag.protocols import EncoderLike
 from conan_rag.rag.answer import Answer, build_prompt, call_llm, extractive_answer
 from conan_rag.rag.chunking import ChunkConfig, Chunker
-from conan_rag.rag.documents import DocumentLike
-from conan_rag.rag.ingest import Ingest
-from conan_rag.rag.progress import Progress, ProgressCallback
-from conan_rag.rag.report import IngestReport
+from conan_rag.rag.ingest import (
+    Engine,
+    IngestReport,
+    IngestTask,
+    ParquetExport,
+    Progress,
+    ProgressCallback,
+    RayEngine,
+    run_ingest,
+)
 from conan_rag.rag.search.lexical_index import LexicalIndex
 from conan_rag.rag.search.retrieval import Hit, RetrievalOptions, retrieve_many
+from conan_rag.rag.sources import DocumentLike
 from conan_rag.rag.store import (
     DEFAULT_COLLECTION,
     DEFAULT_DB,
     ChromaStore,
     batch_size,
     find_collection,
-    iter_metadatas,
     open_client,
     open_collection,
     recorded_config,
@@ -48,9 +54,7 @@ from conan_rag.rag.store import (
 from conan_rag.registry import load_encoder
 
 if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
-
-    from conan_rag.rag.distributed import RayEngine
+    from conan_rag.rag.store.chroma import ClientAPI
 
 MODEL_ENV = "CONAN_RAG_MODEL"
 
@@ -144,30 +148,32 @@ class Pipeline:
         prune: bool = False,
         show_progress: bool = False,
         on_progress: ProgressCallback | None = None,
-        engine: RayEngine | None = None,
+        engine: Engine | None = None,
         to_parquet: str | Path | None = None,
     ) -> IngestReport:
         """Add new documents, replace changed ones, skip unchanged ones; optionally prune.
 
         Args:
             inputs: files, folders and/or documents
-                (:class:`~conan_rag.rag.documents.Document`).
+                (:class:`~conan_rag.rag.sources.documents.Document`).
             prune: also delete stored documents that are gone from the inputs: files under the
                 given folders that no longer exist, and documents no longer in a file (or group
                 of in-memory documents with the same source) that was read completely. Nothing
                 else is deleted.
             show_progress: tqdm bars per phase (scanning, checking, embedding).
-            on_progress: called with a :class:`~conan_rag.rag.progress.ProgressEvent` after
+            on_progress: called with a :class:`~conan_rag.rag.ingest.progress.ProgressEvent` after
                 every step (every model batch while embedding).
-            engine: run on Ray Data (:class:`~conan_rag.rag.distributed.RayEngine`): the same
-                plan and the same stored chunks, cut and embedded by Ray workers; needs
-                ``conan-rag[ray]``. ``None``: this process.
-            to_parquet: with ``engine``, write the vectors to Parquet files in this new folder
-                instead of the collection; load them with ``conan-rag load``
-                (:mod:`~conan_rag.rag.export`).
+            engine: where the plan runs (:class:`~conan_rag.rag.ingest.Engine`):
+                :class:`~conan_rag.rag.ingest.RayEngine` runs on Ray Data (the same plan and
+                the same stored chunks, cut and embedded by Ray workers; needs
+                ``conan-rag[ray]``); ``None``: this process
+                (:class:`~conan_rag.rag.ingest.LocalEngine`), or Ray for an export.
+            to_parquet: write the vectors to Parquet files in this new folder instead of the
+                collection; load them with ``conan-rag load``
+                (:mod:`~conan_rag.rag.ingest.export`).
 
         Returns:
-            An :class:`~conan_rag.rag.report.IngestReport`.
+            An :class:`~conan_rag.rag.ingest.report.IngestReport`.
 
         Raises:
             InputPathError: a named path does not exist; nothing was read, written or deleted.
@@ -182,31 +188,21 @@ class Pipeline:
             >>> report.added, report.unsupported, pipe.ingest([CORPUS]).unchanged
             (6, {'(no suffix)': 1}, 6)
         """
-        run = Ingest(
-            self.collection,
+        sink = None
+        runner: Engine | None = engine
+        if to_parquet is not None:  # an export is another sink (on Ray unless told otherwise)
+            sink = ParquetExport(to_parquet, self.encoder, self.name)
+            runner = engine or RayEngine()
+        task = IngestTask(
+            self.store,
             self.encoder,
             self.chunker,
-            write_batch=self.upsert_batch,
+            sink=sink,
             progress=Progress(on_progress, show_progress),
+            write_batch=self.upsert_batch,
         )
-        if engine is not None or to_parquet is not None:
-            from conan_rag.rag.distributed import RayEngine, RayIngest
-
-            ray_run = RayIngest(
-                run,
-                engine or RayEngine(),
-                url=self.url,
-                collection_name=self.name,
-                to_parquet=to_parquet,
-            )
-            if to_parquet is not None:
-                return ray_run.run(inputs, prune=prune)
-            self.store.mark_changed()
-            report = ray_run.run(inputs, prune=prune)
-        else:
-            self.store.mark_changed()  # any lexical index is stale until synced again
-            report = run.run(inputs, prune=prune)
-        if self.lexical_path.exists():  # keep an index in use in step (killed runs: next search)
+        report = run_ingest(task, inputs, prune=prune, engine=runner)
+        if sink is None and self.lexical_path.exists():  # keep an index in use in step
             self.lexical.sync(self.store)
         return report
 
@@ -270,7 +266,7 @@ class Pipeline:
 
         Example:
             >>> import tempfile
-            >>> from conan_rag.rag.documents import Document
+            >>> from conan_rag.rag.sources.documents import Document
             >>> MINILM = "sentence-transformers/all-MiniLM-L6-v2"
             >>> pipe = Pipeline(load_encoder(MINILM), db=tempfile.mkdtemp())
             >>> _ = pipe.ingest([Document("paris", "Paris is the capital of France.", "facts")])
@@ -289,16 +285,17 @@ class Pipeline:
         """Collection name, model, dimension, fingerprint and counts of chunks/documents/sources."""
         documents: set[str] = set()
         sources: set[str] = set()
-        for _, meta in iter_metadatas(self.collection):
-            documents.add(str(meta.get("doc_key", "")))
-            sources.add(str(meta.get("source", "")))
+        for records in self.store.scan(("metadatas",)):
+            for meta in records.metadatas or []:
+                documents.add(str(meta.get("doc_key", "")))
+                sources.add(str(meta.get("source", "")))
         return {
             "collection": self.name,
             "model_id": self.encoder.model_id,
             "dim": self.encoder.dim,
             "fingerprint": self.encoder.fingerprint,
             "max_seq_length": self.encoder.max_seq_length,
-            "chunks": self.collection.count(),
+            "chunks": self.store.count(),
             "documents": len(documents),
             "sources": len(sources),
         }

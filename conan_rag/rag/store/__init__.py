@@ -29,6 +29,7 @@ from conan_rag.rag.store.chroma import (
     iter_metadatas,
     open_client,
     open_collection,
+    open_export_target,
     recorded_config,
 )
 from conan_rag.rag.store.protocol import Field, Records, VectorStore
@@ -57,5 +58,6 @@ __all__ = [
     "iter_metadatas",
     "open_client",
     "open_collection",
+    "open_export_target",
     "recorded_config",
 ]

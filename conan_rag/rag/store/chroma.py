@@ -535,6 +535,41 @@ class ChromaStore:
         return None if row is None else int(row[0])
 
 
+def open_export_target(client: ClientAPI, name: str, manifest: Mapping[str, Any]) -> ChromaStore:
+    """The collection an export loads into: checked against it, or created from its config.
+
+    Raises:
+        CollectionMismatchError: the collection records another model, or the model files
+            here differ from the export's.
+    """
+    existing = find_collection(client, name)
+    if existing is not None:
+        check_recorded(
+            existing.metadata,
+            name,
+            str(manifest["model_id"]),
+            int(manifest["dim"]),
+            str(manifest["fingerprint"]),
+            fix="The export was embedded with that "
+            "model: load it into another collection (--collection NAME).",
+        )
+        return ChromaStore(client, existing)
+    from conan_rag.registry import load_encoder
+
+    config = EncoderConfig.from_dict(manifest["encoder_config"]).replace(device="cpu")
+    encoder = load_encoder(config=config)  # the collection records its embedding function
+    if encoder.fingerprint != manifest["fingerprint"]:
+        raise CollectionMismatchError(
+            f"The model files here ({encoder.model_id!r}, fingerprint {encoder.fingerprint[:12]})"
+            f" differ from the export's (fingerprint {manifest['fingerprint'][:12]}); install "
+            "the same model revision to create the collection.",
+            collection=name,
+            recorded_model=str(manifest["model_id"]),
+            offered_model=encoder.model_id,
+        )
+    return ChromaStore(client, open_collection(client, name, encoder))
+
+
 def _include(fields: Sequence[Field]) -> list[Any]:
     return [_INCLUDE[f] for f in fields]
 

@@ -1,10 +1,10 @@
 """Documents → chunks that fit the encoder: token-aware, cut at paragraph, then sentence ends.
 
 A chunk never exceeds the encoder's ``max_seq_length`` tokens, counting special tokens, the
-document prompt and the title prefix. Cuts fall, in order of preference, on a blank line, after a
-sentence end (:mod:`conan_rag.rag.text`), on a word boundary, and only as a last resort between
-two sub-word tokens — never inside a character. Positions come from the fast tokenizer's offset
-mapping, so ``char_start``/``char_end`` point at the chunk's exact text.
+document prompt and the title prefix. Cuts fall, in order of preference, on a blank line, after
+a sentence end (:mod:`conan_rag.rag.chunking.sentences`), on a word boundary, and only as a
+last resort between two sub-word tokens — never inside a character. Positions come from the fast
+tokenizer's offset mapping, so ``char_start``/``char_end`` point at the chunk's exact text.
 
 Text is tokenized in windows of :data:`WINDOW_CHARS` characters, so memory stays bounded however
 long a document is: chunks are emitted while the window is still far from its end, and the next
@@ -13,7 +13,7 @@ exactly as if it were tokenized whole.
 
 Example:
     >>> from conan_rag import load_encoder
-    >>> from conan_rag.rag.documents import Document
+    >>> from conan_rag.rag.sources.documents import Document
     >>> chunker = Chunker(load_encoder("sentence-transformers/all-MiniLM-L6-v2"))
     >>> doc = Document("d1", "Cats purr. Dogs bark.", "notes.txt")
     >>> [c.text for c in chunker.chunk(doc)]
@@ -30,21 +30,18 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from conan_rag.errors import ConanConfigError
-from conan_rag.rag.chunks import (
-    CHUNK_MODES,
-    DEFAULT_OVERLAP,
+from conan_rag.rag.chunking.config import (
     Chunk,
     ChunkConfig,
-    ChunkMode,
     Digest,
     chunk_id,
     text_bytes,
 )
-from conan_rag.rag.text import PARAGRAPH, ends_sentence, is_cjk
+from conan_rag.rag.chunking.sentences import PARAGRAPH, ends_sentence, is_cjk
 
 if TYPE_CHECKING:
     from conan_rag.protocols import EncoderLike
-    from conan_rag.rag.documents import DocumentLike
+    from conan_rag.rag.sources.documents import DocumentLike
 
 # Bump when the cutting algorithm or the hash changes: it is part of every document hash, so
 # stored chunks cut by an older algorithm are re-chunked (not kept as "unchanged").
@@ -52,19 +49,7 @@ CHUNKER_VERSION = 3
 WINDOW_CHARS = 1 << 18  # characters tokenized at once
 _MARGIN_CHARS = 2048  # tokens this close to a window's end may tokenize differently: never used
 _Span = tuple[int, int, int]  # char start, char end, tokens
-__all__ = [  # the chunk types are re-exported: `from conan_rag.rag.chunking import ChunkConfig`
-    "CHUNKER_VERSION",
-    "CHUNK_MODES",
-    "DEFAULT_OVERLAP",
-    "WINDOW_CHARS",
-    "Chunk",
-    "ChunkConfig",
-    "ChunkMode",
-    "Chunker",
-    "Digest",
-    "chunk_id",
-    "text_bytes",
-]
+__all__ = ["CHUNKER_VERSION", "WINDOW_CHARS", "Chunker"]
 
 
 class Chunker:

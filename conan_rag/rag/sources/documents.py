@@ -2,8 +2,8 @@ r"""Files → documents: .txt, .md, .html, .pdf and BEIR ``.jsonl``/``.jsonl.gz`
 
 Text and markdown files become a :class:`TextFile`: a document read in blocks whenever it is
 hashed or chunked, so a file of any size is never held whole in memory. Everything else is read
-into a :class:`Document`. Text encodings are detected (:mod:`conan_rag.rag.decoding`); a file
-that cannot be read raises :class:`~conan_rag.errors.LoaderError` naming it and the reason.
+into a :class:`Document`. Text encodings are detected (:mod:`conan_rag.rag.sources.decoding`);
+a file that cannot be read raises :class:`~conan_rag.errors.LoaderError` naming it and the reason.
 
 Example:
     >>> import tempfile, pathlib
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from conan_rag.errors import LoaderError
-from conan_rag.rag.decoding import decode_bytes, iter_decoded, sniff_file
+from conan_rag.rag.sources.decoding import decode_bytes, iter_decoded, sniff_file
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 HTML_SUFFIXES = (".html", ".htm")

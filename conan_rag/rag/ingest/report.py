@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from conan_rag.rag.documents import SUFFIXES
+from conan_rag.rag.sources.documents import SUFFIXES
 
 EMPTY_EXAMPLES = 20  # empty documents listed by name (the rest are counted)
 

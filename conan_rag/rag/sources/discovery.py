@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conan_rag.errors import LoaderError
-from conan_rag.rag.documents import SUFFIXES, DocumentLike, read_file, suffix_of
+from conan_rag.rag.sources.documents import SUFFIXES, DocumentLike, read_file, suffix_of
 
 
 @dataclass
@@ -121,8 +121,8 @@ class LoadResult:
 def load_paths(paths: Iterable[str | Path]) -> LoadResult:
     """Read every document under the given paths (a convenience for small collections).
 
-    Text files stay :class:`~conan_rag.rag.documents.TextFile` objects (read when used); files
-    that cannot be read, missing paths and unlistable folders are listed in ``skipped``.
+    Text files stay :class:`~conan_rag.rag.sources.documents.TextFile` objects (read when used);
+    files that cannot be read, missing paths and unlistable folders are listed in ``skipped``.
 
     Example:
         >>> result = load_paths(["conan_rag/corpus"])
