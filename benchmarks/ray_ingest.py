@@ -6,7 +6,7 @@ own local runtime, so Ray's start-up is part of its figure (and is also timed on
 table shows chunks per second and the ratio of each Ray run's wall time to the single-process
 run's (the "overhead": on one machine there is nothing to parallelise onto, so it shows the
 engine's cost). The script checks every run embedded the same number of chunks (that the
-collections are equal is what tests/test_ray_ingest.py checks).
+collections are equal is what tests/rag/ingest/test_ray_engine.py checks).
 
 Variants:
     single   Pipeline.ingest in this process (torch threads: all cores)

@@ -400,6 +400,18 @@ def test_chromadb_is_imported_in_rag_only_by_the_chroma_store() -> None:
     assert importers == ["conan_rag.rag.store.chroma"]
 
 
+def test_tests_mirror_the_package_folders() -> None:
+    # tests/<path>/test_*.py tests conan_rag/<path>/; tests at the top are project-wide.
+    tests = REPO / "tests"
+    folders = {p.parent.relative_to(tests) for p in tests.rglob("test_*.py")} - {Path(".")}
+    assert folders, "no test folders"
+    unmatched = sorted(str(f) for f in folders if not (REPO / "conan_rag" / f).is_dir())
+    assert unmatched == [], f"test folders with no package folder: {unmatched}"
+    for folder in folders:
+        for parent in [folder, *folder.parents][:-1]:
+            assert (tests / parent / "__init__.py").exists(), f"tests/{parent} is not a package"
+
+
 if __name__ == "__main__":
     graph = _graph()
     print(f"modules: {len(graph)}; import cycles (type-only included): {_cycles(graph) or 'none'}")

@@ -139,7 +139,7 @@ def test_sentence_end_beats_a_word_cut_in_the_first_half(minilm, max_tokens: int
     # cut between words, stranding "sources." alone in the next chunk.
     from conan_rag.rag.sources.discovery import load_paths
 
-    corpus = Path(__file__).resolve().parent.parent / "examples" / "corpus" / "transformers.txt"
+    corpus = Path(__file__).resolve().parents[3] / "examples" / "corpus" / "transformers.txt"
     (document,) = load_paths([corpus]).documents
     chunks = Chunker(minilm, ChunkConfig(max_tokens=max_tokens, overlap_tokens=0)).chunk(document)
     assert all(c.text.rstrip().endswith((".", "!", "?")) for c in chunks)

@@ -28,7 +28,7 @@ from conan_rag.runtime.compile_cache import cache_root
 from conan_rag.runtime.compiled import PACKAGE
 from conan_rag.testing import build_conan_layout_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [
     "the cat is in the gene",
     "protein " * 70,  # 70+ tokens: padded up to the next 32-token bucket

@@ -18,7 +18,7 @@ from conan_rag.rag.chunking import ChunkConfig
 from conan_rag.rag.pipeline import Pipeline
 from tests.pipeline_helpers import crash_docs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 CHUNKING = ChunkConfig(max_tokens=48, overlap_tokens=8)
 
 CHILD = textwrap.dedent(

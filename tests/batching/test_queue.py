@@ -24,7 +24,7 @@ from conan_rag.errors import ConanConfigError
 from conan_rag.testing import build_conan_layout_model
 from tests.texts import sts_chinese, sts_english
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from conan_rag.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "examples" / "corpus"
 
 

@@ -24,7 +24,7 @@ from conan_rag.cli import main
 from conan_rag.errors import InputPathError
 from conan_rag.rag.pipeline import Pipeline
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONAN_RAG = Path(sys.executable).with_name("conan-rag")
 
 
