@@ -3,7 +3,8 @@
 The real weights cannot be downloaded everywhere, so these builders write folders with
 Conan-embedding-v1's exact layout (:mod:`~conan_rag.testing.embedding`) and sentence-transformers
 ``CrossEncoder`` folders (:mod:`~conan_rag.testing.cross_encoder`), with the vocabularies they
-use (:mod:`~conan_rag.testing.vocab`).
+use (:mod:`~conan_rag.testing.vocab`), and a probe that an event loop stays free
+(:mod:`~conan_rag.testing.event_loop`).
 
 Example:
     >>> import tempfile
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 from conan_rag.testing.cross_encoder import build_cross_encoder
 from conan_rag.testing.embedding import build_conan_layout_model
+from conan_rag.testing.event_loop import LoopProbe
 from conan_rag.testing.files import write_json
 from conan_rag.testing.vocab import SPECIAL_TOKENS, chinese_vocab, xlmr_vocab
 
 __all__ = [
     "SPECIAL_TOKENS",
+    "LoopProbe",
     "build_conan_layout_model",
     "build_cross_encoder",
     "chinese_vocab",

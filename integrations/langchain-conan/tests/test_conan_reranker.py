@@ -25,7 +25,7 @@ from conan_rag import (
 )
 from conan_rag.rag import Document as Doc
 from conan_rag.rag import Pipeline
-from conan_rag.testing import build_cross_encoder
+from conan_rag.testing import LoopProbe, build_cross_encoder
 from langchain_core.documents import Document
 from pydantic import ValidationError
 
@@ -136,54 +136,19 @@ async def test_async_matches_sync(folder: str) -> None:
 async def test_acompress_does_not_block_the_event_loop(
     bert: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Synchronised on state, not on a clock: after each model batch, the thread running it waits
-    # until the event loop has ticked once more. A free loop ticks at once; a loop the scoring
-    # blocks never ticks, and the wait gives up (and fails).
-    import threading
-
+    # Synchronised on state, not on a clock (conan_rag.testing.LoopProbe): after each model
+    # batch, the thread running it waits until the event loop has ticked once more.
     compressor = ConanReranker(bert, device="cpu", top_n=5)
     rng = random.Random(0)
     passages = [
         Document("".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(100))) for _ in range(800)
     ]
     runner = compressor._reranker.runner
-    real_logits = runner.logits
-    changed = threading.Condition()
-    ticks = 0
-    interleaved: list[bool] = []  # per model batch: the loop ticked after it
-    batch_threads: set[int] = set()
-
-    def logits(rows):  # type: ignore[no-untyped-def]
-        batch_threads.add(threading.get_ident())
-        out = real_logits(rows)
-        with changed:
-            before = ticks
-            patience = 60.0 if all(interleaved) else 0.0  # after one miss, stop waiting
-            interleaved.append(changed.wait_for(lambda: ticks > before, timeout=patience))
-        return out
-
-    monkeypatch.setattr(runner, "logits", logits)
-    started = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.002)
-            with changed:
-                ticks += 1
-                changed.notify_all()
-            started.set()
-
-    task = asyncio.create_task(ticker())
-    await started.wait()
-    await compressor.acompress_documents(passages, "一个问题")
-    task.cancel()
-    assert threading.get_ident() not in batch_threads, "the model ran on the event loop"
-    assert len(interleaved) >= 2, f"only {len(interleaved)} model batches: too short a job"
-    assert all(interleaved), (
-        f"the event loop did not tick after model batch {interleaved.index(False) + 1} of "
-        f"{len(interleaved)}: the scoring blocked it"
-    )
+    probe = LoopProbe()
+    monkeypatch.setattr(runner, "logits", probe.wrap(runner.logits))
+    async with probe:
+        await compressor.acompress_documents(passages, "一个问题")
+    assert probe.failures(min_batches=2) == []
 
 
 @pytest.fixture(scope="module")

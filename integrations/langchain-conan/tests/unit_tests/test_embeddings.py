@@ -8,17 +8,14 @@ needs a reference computed differently, it pins ``dtype="float32"``; bfloat16 is
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import conan_rag
 import numpy as np
 import pytest
-import torch
+from conan_rag.testing import LoopProbe
 from pydantic import ValidationError
 
 from langchain_conan import ConanEmbeddings
@@ -119,59 +116,23 @@ async def test_async_matches_sync(emb: ConanEmbeddings) -> None:
 async def test_aembed_documents_does_not_block_the_event_loop(
     conan_tiny: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Synchronised on state, not on a clock: after each model batch, the thread running it
-    # waits until the event loop has ticked once more. A loop left free by the embedding ticks
-    # at once; a loop the embedding blocks never ticks, and the wait gives up (and fails).
+    # Synchronised on state, not on a clock (conan_rag.testing.LoopProbe): after each model
+    # batch, the thread running it waits until the event loop has ticked once more.
     emb = ConanEmbeddings(model=str(conan_tiny), device="cpu", token_budget=1024)
     rng = random.Random(0)
     texts = ["".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(32)) for _ in range(2000)]
     backend = emb.encoder.backend
-    real_embed = backend.embed
-    changed = threading.Condition()
-    ticks = 0
-    stamps: list[float] = []
-    interleaved: list[bool] = []  # per model batch: the loop ticked after it, before the next
-    batch_threads: set[int] = set()
-
-    def embed(ids: Sequence[Sequence[int]], prompt_length: int = 0) -> torch.Tensor:
-        batch_threads.add(threading.get_ident())
-        vectors = real_embed(ids, prompt_length)
-        with changed:
-            before = ticks
-            patience = 60.0 if all(interleaved) else 0.0  # after one miss, stop waiting
-            interleaved.append(changed.wait_for(lambda: ticks > before, timeout=patience))
-        return vectors
-
-    monkeypatch.setattr(backend, "embed", embed)
-    started = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.002)
-            with changed:
-                ticks += 1
-                changed.notify_all()
-            stamps.append(time.perf_counter())
-            started.set()
-
-    task = asyncio.create_task(ticker())
-    await started.wait()
-    start = time.perf_counter()
-    vectors = await emb.aembed_documents(texts)
-    end = time.perf_counter()
-    task.cancel()
+    probe = LoopProbe()
+    monkeypatch.setattr(backend, "embed", probe.wrap(backend.embed))
+    async with probe:
+        start = time.perf_counter()
+        vectors = await emb.aembed_documents(texts)
+        end = time.perf_counter()
     assert len(vectors) == 2000 and len(vectors[0]) == emb.encoder.dim
-    assert threading.get_ident() not in batch_threads, "the model ran on the event loop"
-    assert len(interleaved) >= 10, f"only {len(interleaved)} model batches: too short a job"
-    assert all(interleaved), (
-        f"the event loop did not tick after model batch {interleaved.index(False) + 1} of "
-        f"{len(interleaved)}: the embedding blocked it"
-    )
+    assert probe.failures(min_batches=10) == []
     # And it stays responsive throughout: no stall is a large share of the embedding's time.
-    during = [s for s in stamps if start < s < end]
-    gaps = np.diff([start, *during, end])
-    assert gaps.max() < (end - start) / 4, f"a {gaps.max():.2f}s stall in {end - start:.2f}s"
+    stall = probe.longest_stall(start, end)
+    assert stall < (end - start) / 4, f"a {stall:.2f}s stall in {end - start:.2f}s"
 
 
 def test_bfloat16_runs_and_stays_close_to_float32() -> None:
