@@ -24,19 +24,27 @@ def texts() -> list[str]:
     return items
 
 
-def test_minilm_fp32_matches_sentence_transformers(minilm_path: Path, texts: list[str]) -> None:
+@pytest.fixture(scope="module")
+def st_minilm(minilm_path: Path, texts: list[str]) -> np.ndarray:
+    """sentence-transformers' float32 vectors of ``texts`` (computed once for the module)."""
+    return _st_vectors(minilm_path, texts)
+
+
+def test_minilm_fp32_matches_sentence_transformers(
+    minilm_path: Path, texts: list[str], st_minilm: np.ndarray
+) -> None:
     ours = load_encoder(str(minilm_path), device="cpu", dtype="float32").encode(texts)
-    ref = _st_vectors(minilm_path, texts)
+    ref = st_minilm
     assert ours.dtype == np.float32 and ours.shape == ref.shape == (len(texts), 384)
     cos = (ours * ref).sum(axis=1)
     assert cos.min() >= 0.99999, f"worst text: {texts[int(cos.argmin())]!r}"
 
 
 def test_minilm_bf16_close_to_sentence_transformers_fp32(
-    minilm_path: Path, texts: list[str]
+    minilm_path: Path, texts: list[str], st_minilm: np.ndarray
 ) -> None:
     ours = load_encoder(str(minilm_path), device="cpu", dtype="bfloat16").encode(texts)
-    ref = _st_vectors(minilm_path, texts)
+    ref = st_minilm
     assert ours.dtype == np.float32
     assert (ours * ref).sum(axis=1).min() >= 0.999
 

@@ -191,7 +191,7 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
 ) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    for i in range(80):  # ~1000 chunks, 8 groups of 128: the signal comes after the first
+    for i in range(30):  # ~375 chunks, 3 batches of 128: the signal comes after the first
         body = " ".join(f"Protein {i}-{j} binds gene {j} in cell line {i}." for j in range(40))
         (docs / f"paper{i:02d}.txt").write_text(body, encoding="utf-8")
     model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
