@@ -12,8 +12,10 @@ metadata:
 * :func:`cut_document` cuts a document and yields the chunks still to write, with their metadata;
   its :class:`Cut` then holds chunk 0 (written last, with the count) and the stale chunk ids.
 
-Planning reads every stored chunk's metadata once (cost grows with the collection) and every
-input document once (hashing); nothing is embedded or written.
+Planning reads every input document once (hashing) and the stored metadata of those documents
+only (one lookup by document key per :data:`KEYS_PER_LOOKUP` documents), so adding one file
+costs that file, whatever the collection's size; with ``prune`` it also reads every stored
+chunk's metadata (to find what is gone under the given paths). Nothing is embedded or written.
 
 Example:
     >>> from conan_rag import load_encoder
@@ -46,13 +48,14 @@ from conan_rag.rag.sources.discovery import Discovery, discover
 from conan_rag.rag.sources.documents import BLOCK_CHARS, DocumentLike, TextFile, read_file
 
 if TYPE_CHECKING:
-    from conan_rag.rag.store import VectorStore
+    from conan_rag.rag.store import Records, VectorStore
 
 logger = logging.getLogger(__name__)
 
 Unit = Path | DocumentLike  # a file to read, or one in-memory document
 Record = tuple[Chunk, dict[str, Any]]  # a chunk and the metadata stored with it
 Input = str | Path | DocumentLike  # what a user passes: a path, or a document
+KEYS_PER_LOOKUP = 500  # document keys per metadata lookup while planning
 __all__ = [
     "Cut",
     "Input",
@@ -217,6 +220,11 @@ def cut_document(
     cut.stale = [i for i in job.have if i not in expected]
 
 
+def _add_records(stored: dict[str, StoredDocument], records: Records) -> None:
+    for chunk_id, meta in zip(records.ids, records.metadatas or [], strict=True):
+        stored.setdefault(str(meta.get("doc_key", "")), StoredDocument()).add(chunk_id, meta)
+
+
 def documents_of(unit: Unit, encoding: str = "") -> Iterator[DocumentLike]:
     """The documents of a unit: a file's (read with ``encoding`` when the check set one)."""
     if not isinstance(unit, Path):
@@ -310,8 +318,12 @@ class Planner:
         """
         self._seen.clear()  # a plan may be made again (the Ray engine re-plans after a loss)
         units, found = self._scan(inputs)
-        stored = self._stored()
-        todo, deletions, read = self._check(units, stored)
+        digests, read = self._read(units)
+        if prune:  # what is stored under the paths, beyond the inputs: every chunk is read
+            stored = self._stored()
+        else:  # only the stored state of the documents given: O(their chunks)
+            stored = self._stored_for([key for found_ in digests for key, _, _ in found_])
+        todo, deletions = self._check(digests, stored)
         if prune:
             deletions += self._prune(stored, read, found)
         return Plan(units, todo, deletions, dict(self._encodings))
@@ -337,11 +349,19 @@ class Planner:
         return [*found.files, *units], found
 
     def _stored(self) -> dict[str, StoredDocument]:
+        """Every stored document (reads every chunk's metadata)."""
         stored: dict[str, StoredDocument] = {}
         for records in self.store.scan(("metadatas",)):
-            for chunk_id, meta in zip(records.ids, records.metadatas or [], strict=True):
-                key = str(meta.get("doc_key", ""))
-                stored.setdefault(key, StoredDocument()).add(chunk_id, meta)
+            _add_records(stored, records)
+        return stored
+
+    def _stored_for(self, keys: list[str]) -> dict[str, StoredDocument]:
+        """The stored state of these documents only (reads their chunks' metadata)."""
+        stored: dict[str, StoredDocument] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), KEYS_PER_LOOKUP):
+            part = unique[start : start + KEYS_PER_LOOKUP]
+            _add_records(stored, self.store.find({"doc_key": {"$in": part}}))
         return stored
 
     def _digest(self, doc: DocumentLike) -> Digest:
@@ -369,26 +389,30 @@ class Planner:
             out.append((doc.key, doc.source, self._digest(doc)))
         return out
 
-    def _check(
-        self, units: list[Unit], stored: dict[str, StoredDocument]
-    ) -> tuple[dict[str, Job], list[str], set[str]]:
+    def _read(self, units: list[Unit]) -> tuple[list[list[tuple[str, str, Digest]]], set[str]]:
+        """Every unit's documents hashed (keys, sources, digests), and the sources read whole."""
         self.progress.phase("checking", total=len(units), unit="file")
-        todo: dict[str, Job] = {}
-        deletions: list[str] = []
+        out: list[list[tuple[str, str, Digest]]] = []
         read: set[str] = set()  # sources read completely this run
         for unit in units:
             try:
-                digests = self._digests(unit)
+                out.append(self._digests(unit))
+                read.add(source_of(unit))
             except LoaderError as exc:
                 self.report.skipped.append((source_of(unit), exc.reason))
                 logger.warning("Skipping %s", exc)
-                self.progress.advance()
-                continue
-            read.add(source_of(unit))
-            for key, source, digest in digests:
-                self._check_one(key, source, digest, stored.get(key), todo, deletions)
             self.progress.advance()
-        return todo, deletions, read
+        return out, read
+
+    def _check(
+        self, digests: list[list[tuple[str, str, Digest]]], stored: dict[str, StoredDocument]
+    ) -> tuple[dict[str, Job], list[str]]:
+        todo: dict[str, Job] = {}
+        deletions: list[str] = []
+        for found in digests:
+            for key, source, digest in found:
+                self._check_one(key, source, digest, stored.get(key), todo, deletions)
+        return todo, deletions
 
     def _check_one(
         self,

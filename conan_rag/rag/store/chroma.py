@@ -432,6 +432,11 @@ class ChromaStore:
         )
         return _records(got, fields)
 
+    def find(self, where: Mapping[str, Any], fields: Sequence[Field] = ("metadatas",)) -> Records:
+        """Every chunk whose metadata matches ``where`` (Chroma's metadata index answers it)."""
+        got = self.collection.get(where=dict(where), include=_include(fields))  # type: ignore[arg-type]
+        return _records(got, fields)
+
     def query(
         self,
         vectors: np.ndarray,

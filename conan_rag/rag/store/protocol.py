@@ -77,6 +77,13 @@ class VectorStore(Protocol):
         """The chunks with these ids that exist and match ``where`` (in no particular order)."""
         ...
 
+    def find(self, where: Mapping[str, Any], fields: Sequence[Field] = ("metadatas",)) -> Records:
+        """Every chunk whose metadata matches ``where`` (``{"doc_key": {"$in": [...]}}``).
+
+        Costs what the matching chunks cost, not the collection (the store indexes metadata).
+        """
+        ...
+
     def query(
         self,
         vectors: np.ndarray,
