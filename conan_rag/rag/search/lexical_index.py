@@ -5,7 +5,10 @@ The index never has a life of its own: it is rebuilt from what the
 is indexed with its document's title (:func:`lexical_text`). Its tokens live in a small SQLite
 file (chunk id, a hash of that text, its tokens); :meth:`LexicalIndex.sync` scans the store's
 texts, tokenizes only the chunks that are new or changed, forgets the ones that are gone, and
-rebuilds the bm25s matrices (fast: 5,183 SciFact abstracts index in about 0.25 s).
+rebuilds the bm25s matrices (fast: 5,183 SciFact abstracts index in about 0.25 s). The matrices
+are saved beside the tokens in bm25s's own format (``<name>.bm25/``, stamped with the version
+they were built at), so a fresh process memory-maps them instead of re-indexing; a missing,
+damaged or stale saved folder is rebuilt from the tokens.
 
 Knowing when to sync costs one cheap call: the index records the store's
 :meth:`~conan_rag.rag.store.protocol.VectorStore.version` it was synced at, read *before* the
@@ -26,6 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
     from conan_rag.rag.store.protocol import VectorStore
 
 __all__ = ["PAGE", "LexicalIndex", "SyncReport", "lexical_text"]
+logger = logging.getLogger(__name__)
 
 PAGE = 2000  # chunks read from the store per page while syncing
 _VERSION = "store_version"  # meta key: the store version the tokens were synced at
@@ -71,6 +78,60 @@ def lexical_text(text: str, metadata: Any) -> str:
     """
     title = str((metadata or {}).get("title") or "").strip()
     return f"{title}\n{text}" if title and not text.startswith(title) else text
+
+
+STAMP = "conan_rag_stamp.json"  # in the saved folder, written last: ids, version, tokenizer
+
+
+def save(folder: Path, ids: list[str], bm25: Any, version: str | None) -> None:
+    """Save matrices with bm25s's own ``save``, then the stamp; swap the folder in whole.
+
+    A process killed midway leaves a folder without a matching stamp, or a temporary folder:
+    both are ignored and rebuilt. A folder that cannot be written is skipped with a warning
+    (the matrices then live in memory only).
+    """
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        bm25.save(str(tmp), show_progress=False)
+        stamp = {"version": version, "tokenizer": TOKENIZER_VERSION, "ids": ids}
+        (tmp / STAMP).write_text(json.dumps(stamp), encoding="utf-8")
+        old = folder.with_name(f"{folder.name}.old-{os.getpid()}-{threading.get_ident()}")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        logger.warning(
+            "Cannot save the lexical index in %s (%s); it is kept in memory", folder, exc
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_saved(
+    folder: Path, version: str | None, count: int
+) -> tuple[list[str], Any, str | None] | None:
+    """The saved matrices when they were built at ``version`` from ``count`` chunks, else None."""
+    import bm25s
+
+    try:
+        stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+        ids = stamp["ids"]
+        if (
+            stamp.get("version") != version
+            or stamp.get("tokenizer") != TOKENIZER_VERSION
+            or len(ids) != count
+        ):
+            return None
+        bm25 = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
+        if int(bm25.scores["num_docs"]) != count:
+            return None
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a damaged file of any kind: rebuilt
+        logger.warning("The saved lexical index in %s is damaged (%s); rebuilding it", folder, exc)
+        return None
+    return list(ids), bm25, version
 
 
 def _text_hash(text: str) -> str:
@@ -179,8 +240,29 @@ class LexicalIndex:
         self._rebuild()
         return report
 
+    @property
+    def saved_path(self) -> Path:
+        """The folder of the saved bm25s matrices (beside the tokens file)."""
+        return self.path.with_suffix(".bm25")
+
     def _rebuild(self) -> None:
-        """Load the stored tokens into fresh bm25s matrices (one consistent read)."""
+        """Bring the in-memory matrices to the stored tokens' version.
+
+        The matrices saved by the last build (bm25s's own format, memory-mapped) are loaded when
+        they carry that version; else they are built from the stored tokens (one consistent read)
+        and saved for the next process.
+        """
+        with self._db() as db:
+            version = self._meta(db, _VERSION) or None
+            count = int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+        loaded = load_saved(self.saved_path, version, count)
+        if loaded is None:
+            loaded = self._build()
+        ids, bm25, version = loaded
+        with self._lock:
+            self._ids, self._bm25, self._built, self._loaded = ids, bm25, version, True
+
+    def _build(self) -> tuple[list[str], Any, str | None]:
         import bm25s
 
         with self._db() as db:
@@ -193,8 +275,8 @@ class LexicalIndex:
         if ids:
             bm25 = bm25s.BM25()
             bm25.index([json.loads(r[1]) for r in rows], show_progress=False)
-        with self._lock:
-            self._ids, self._bm25, self._built, self._loaded = ids, bm25, version, True
+            save(self.saved_path, ids, bm25, version)
+        return ids, bm25, version
 
     def __len__(self) -> int:
         return len(self._ids)

@@ -236,6 +236,45 @@ def test_conan_rag_load_into_a_searched_collection_is_found_by_lexical_search(
     assert loaded[0]["n_chunks"] == 1  # the load completed the document
 
 
+def test_a_fresh_process_loads_the_saved_index_without_tokenizing_or_indexing(
+    pipe: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bm25s
+
+    from conan_rag.rag.search import lexical_index
+
+    lexical = RetrievalOptions(k=3, retrieval="lexical")
+    want = [(h.id, h.lexical_score) for h in pipe.retrieve("Everest 1953 climbed", lexical)]
+    assert want and (pipe.lexical.saved_path / "conan_rag_stamp.json").exists()
+
+    calls = {"index": 0, "tokenize": 0}
+    real_index, real_many = bm25s.BM25.index, lexical_index.lexical_tokens_many
+
+    def index(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["index"] += 1
+        return real_index(self, *args, **kwargs)
+
+    def many(texts):  # type: ignore[no-untyped-def]
+        calls["tokenize"] += len(texts)
+        return real_many(texts)
+
+    monkeypatch.setattr(bm25s.BM25, "index", index)
+    monkeypatch.setattr(lexical_index, "lexical_tokens_many", many)
+    fresh = Pipeline(pipe.encoder, db=tmp_path / "db")  # what a new process opens
+    got = [(h.id, h.lexical_score) for h in fresh.retrieve("Everest 1953 climbed", lexical)]
+    assert got == want
+    assert calls == {"index": 0, "tokenize": 0}  # memory-mapped from bm25s's saved files
+
+    # damaged saved matrices (a disk error, a half-copied folder): rebuilt from the tokens
+    for name in ("data.csc.index.npy", "conan_rag_stamp.json"):
+        target = pipe.lexical.saved_path / name
+        target.write_bytes(target.read_bytes()[:20])
+        damaged = Pipeline(pipe.encoder, db=tmp_path / "db")
+        again = [(h.id, h.lexical_score) for h in damaged.retrieve("Everest 1953 climbed", lexical)]
+        assert again == want
+        assert calls["tokenize"] == 0 and calls["index"] >= 1  # re-indexed, never re-tokenized
+
+
 def test_an_index_synced_by_another_instance_reloads_only_its_matrices(
     pipe: Pipeline, tmp_path: Path
 ) -> None:
