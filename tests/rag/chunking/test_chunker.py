@@ -147,7 +147,7 @@ def test_sentence_end_beats_a_word_cut_in_the_first_half(minilm, max_tokens: int
 
 
 def test_hash_covers_chunker_version(minilm, monkeypatch) -> None:
-    import conan_rag.rag.chunking as chunking
+    import conan_rag.rag.chunking.chunker as chunking
 
     doc = Document("v", "Some text.", "s")
     before = Chunker(minilm).document_hash(doc)
@@ -160,7 +160,7 @@ def test_windowed_chunking_covers_everything_and_keeps_limits(
     tiny, minilm, monkeypatch, seed: int
 ) -> None:
     # Tiny windows force many window restarts; every invariant of whole-text chunking holds.
-    import conan_rag.rag.chunking as chunking
+    import conan_rag.rag.chunking.chunker as chunking
 
     text = "\n\n".join(_random_text(seed * 10 + i) for i in range(12))
     for encoder, limit in ((tiny, 32), (minilm, 48)):
@@ -194,7 +194,7 @@ def test_a_long_document_is_tokenized_window_by_window(minilm, tmp_path: Path, m
     # and Python allocations while hashing and cutting a 4 MB file stay small.
     import tracemalloc
 
-    import conan_rag.rag.chunking as chunking
+    import conan_rag.rag.chunking.chunker as chunking
     from conan_rag.rag.sources.documents import BLOCK_CHARS, read_file
 
     sentence = "The interleukin binds the transcription factor of gene 3.5 in the cell. "
