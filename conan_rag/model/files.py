@@ -82,7 +82,7 @@ def bundled_minilm_path() -> Path:
     for candidate in [root, *sorted(p for p in root.rglob("modules.json"))]:
         folder = candidate if candidate.is_dir() else candidate.parent
         if (folder / "modules.json").is_file():
-            return folder
+            return folder.resolve()  # one key whatever the path (a symlinked venv, a relative one)
     raise ConanModelError(
         f"No modules.json under {root}; reinstall {BUNDLED_PACKAGE}.", model=BUNDLED_MINILM
     )
