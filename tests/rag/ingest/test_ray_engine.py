@@ -32,7 +32,7 @@ from tests.pipeline_helpers import chroma_server
 ray = pytest.importorskip("ray")
 
 from conan_rag.rag.ingest.export import MANIFEST, load_export  # noqa: E402
-from conan_rag.rag.ingest.ray import RayEngine  # noqa: E402
+from conan_rag.rag.ingest.ray import RayEngine, ray_runtime  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -41,15 +41,14 @@ CLI = [sys.executable, "-m", "conan_rag.cli"]
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[Any]:
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-    )
-    yield ray
-    ray.shutdown()
+    with ray_runtime("local", num_cpus=2) as started:
+        yield started
+
+
+def test_local_workers_run_at_the_drivers_priority(ray_local: Any) -> None:
+    """Ray nices workers by 15 unless told; on a busy machine that starves a local ingest."""
+    niceness = ray_local.remote(lambda: os.nice(0))
+    assert ray_local.get(niceness.remote()) == os.nice(0)
 
 
 @pytest.fixture(scope="module")
