@@ -13,6 +13,9 @@ TORCH_INDEX ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then :; \
 	elif $(PYTHON) -c "import urllib.request as u; u.urlopen('$(CPU_TORCH_INDEX)/', timeout=5)" \
 	>/dev/null 2>&1; then echo $(CPU_TORCH_INDEX); fi)
 PYTEST_ARGS ?=
+# The suite runs on two workers, one file per worker at a time (module fixtures such as a Chroma
+# server or a Ray runtime start once); files with the most slow tests go first (conftest.py).
+PYTEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 INTEGRATIONS := integrations/langchain-conan integrations/llama-index-embeddings-conan \
 	integrations/llama-index-postprocessor-conan-rerank integrations/llama-index-retrievers-conan
@@ -43,7 +46,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: lint typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/encode_throughput.py

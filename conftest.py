@@ -50,3 +50,16 @@ def conan_tiny(conan_models: dict[str, Path]) -> Path:
 def data_dir() -> Path:
     """The repository's shipped data (SciFact, STS), see data/README.md."""
     return DATA_DIR
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with the most ``slow`` tests run first; each file keeps its own order.
+
+    ``make test`` spreads files over two workers (``--dist loadfile``); a long file that started
+    last would finish the run alone.
+    """
+    slow: dict[Path, int] = {}
+    for item in items:
+        if item.get_closest_marker("slow"):
+            slow[item.path] = slow.get(item.path, 0) + 1
+    items.sort(key=lambda item: -slow.get(item.path, 0))  # stable: same order on every worker

@@ -12,9 +12,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_benchmarks_run_with_smoke_sizes() -> None:
     # One interpreter for the scripts: importing torch and transformers again would double the
     # test's time.
@@ -61,6 +64,7 @@ def test_benchmarks_run_with_smoke_sizes() -> None:
     assert float(rows["st-fp32"][3]) >= 0.99999
 
 
+@pytest.mark.slow
 def test_ray_ingest_benchmark_runs_with_smoke_sizes() -> None:
     """Single-process vs Ray (its own local runtime): same chunks, a figure for each."""
     proc = subprocess.run(

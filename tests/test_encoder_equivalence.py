@@ -40,6 +40,7 @@ def test_minilm_fp32_matches_sentence_transformers(
     assert cos.min() >= 0.99999, f"worst text: {texts[int(cos.argmin())]!r}"
 
 
+@pytest.mark.slow
 def test_minilm_bf16_close_to_sentence_transformers_fp32(
     minilm_path: Path, texts: list[str], st_minilm: np.ndarray
 ) -> None:

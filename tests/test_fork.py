@@ -82,6 +82,7 @@ def _texts(n: int) -> list[str]:
     return sorted(sts_english(200), key=len)[:n]
 
 
+@pytest.mark.slow
 def test_a_child_of_a_multithreaded_parent_encodes_on_one_thread(
     minilm_path: Path, tmp_path: Path
 ) -> None:

@@ -110,6 +110,7 @@ def test_chroma_quickstart(workdir: Path) -> None:
         SharedSystemClient.clear_system_cache()
 
 
+@pytest.mark.slow
 def test_pipeline_and_cli_quickstart(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     try:
         (block,) = section_blocks("Pipeline and CLI")

@@ -49,6 +49,7 @@ def _check(texts: list[str], got: np.ndarray, reference: dict[str, np.ndarray]) 
     return float((got * want).sum(axis=1).min())
 
 
+@pytest.mark.slow
 def test_32_threads_x_50_mixed_requests_equal_sequential(
     minilm: Encoder, pool: list[str], reference: dict[str, np.ndarray]
 ) -> None:

@@ -305,6 +305,7 @@ def ingested_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+@pytest.mark.slow
 def test_langchain_chroma_opens_an_ingested_collection_with_conan_embeddings(
     ingested_db: Path, tmp_path: Path
 ) -> None:

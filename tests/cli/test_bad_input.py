@@ -186,6 +186,7 @@ def _signal_once_written(child: subprocess.Popen[bytes], at_least: int, seen: by
             sent = True
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
     tmp_path: Path, minilm_path: Path
 ) -> None:

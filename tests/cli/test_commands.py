@@ -84,6 +84,7 @@ def test_plain_output(tmp_path: Path, conan_tiny: Path, capsys) -> None:
     assert "[1] cosine" in out and "Sources:" in out
 
 
+@pytest.mark.slow
 def test_eval_scifact_subset_with_sweep(
     tmp_path: Path, minilm_path: Path, data_dir: Path, capsys
 ) -> None:

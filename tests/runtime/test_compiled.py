@@ -84,6 +84,7 @@ def test_auto_without_an_entry_stays_eager(tmp_path: Path, monkeypatch: pytest.M
     assert not cache_root().exists() or not any(cache_root().iterdir())
 
 
+@pytest.mark.slow
 def test_compiled_float32_matches_eager(compiled: Backend, tiny: Path) -> None:
     report = compiled.compile_report
     assert report.mode == "inductor" and report.cache == "built"
@@ -128,6 +129,7 @@ def test_repr_and_info_show_the_decision(compiled: Backend, tiny: Path) -> None:
     assert "forward=\"eager (compile='off')\"" in repr(off)
 
 
+@pytest.mark.slow
 def test_corrupt_and_stale_entries_are_rebuilt(
     compiled: Backend, tiny: Path, cache_home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -152,6 +154,7 @@ def test_corrupt_and_stale_entries_are_rebuilt(
     assert cos.min() >= 0.99999
 
 
+@pytest.mark.slow
 def test_bfloat16_compiled_is_correct(compiled: Backend, tiny: Path) -> None:
     """bf16 (native or emulated): the compiled path agrees with float32 to bf16 precision."""
     bf16 = Backend(read_model_spec(tiny), "cpu", "bfloat16", compile="inductor")

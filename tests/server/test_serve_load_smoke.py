@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_serve_load_benchmark_runs_with_smoke_sizes() -> None:
     proc = subprocess.run(
         [sys.executable, "benchmarks/serve_load.py", "--smoke"],

@@ -189,6 +189,7 @@ def test_windowed_chunking_covers_everything_and_keeps_limits(
         assert len(same) >= 0.8 * len(whole)
 
 
+@pytest.mark.slow
 def test_a_long_document_is_tokenized_window_by_window(minilm, tmp_path: Path, monkeypatch) -> None:
     # The memory bound: no tokenizer call sees more than one window, whatever the file size,
     # and Python allocations while hashing and cutting a 4 MB file stay small.

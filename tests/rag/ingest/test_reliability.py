@@ -59,6 +59,7 @@ def _snapshot(pipe: Pipeline, *, clean: bool = True) -> dict[str, tuple]:
     }
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_rerun_equals_clean_ingest(tmp_path: Path, conan_tiny: Path) -> None:
     db = str(tmp_path / "killed")
     script = CHILD.format(repo=str(REPO), model=str(conan_tiny), db=db)
@@ -114,6 +115,7 @@ def test_sigkill_midway_then_rerun_equals_clean_ingest(tmp_path: Path, conan_tin
     assert again.chunks_embedded == 0 and again.unchanged == len(crash_docs(2))
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_final_flush_leaves_no_thread_running(
     tmp_path: Path, conan_tiny: Path, monkeypatch
 ) -> None:
