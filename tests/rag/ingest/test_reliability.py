@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +22,7 @@ CHUNKING = ChunkConfig(max_tokens=48, overlap_tokens=8)
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import sys
     sys.path.insert(0, {repo!r})
     from conan_rag import load_encoder
     from conan_rag.rag.chunking import ChunkConfig
@@ -37,13 +36,13 @@ CHILD = textwrap.dedent(
     print("v1 done", flush=True)
     written = [0]
 
-    def slow(event):
-        if event.chunks > written[0]:  # a group was written
+    def paced(event):
+        if event.chunks > written[0]:  # a group was written: wait for the test's go-ahead
             written[0] = event.chunks
             print(f"written {{event.chunks}}", flush=True)
-            time.sleep(0.3)
+            sys.stdin.readline()
 
-    pipe.sync(crash_docs(2), on_progress=slow)
+    pipe.sync(crash_docs(2), on_progress=paced)
     print("v2 done", flush=True)
     """
 )
@@ -64,26 +63,28 @@ def test_sigkill_midway_then_rerun_equals_clean_ingest(tmp_path: Path, conan_tin
     db = str(tmp_path / "killed")
     script = CHILD.format(repo=str(REPO), model=str(conan_tiny), db=db)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The child waits after each written group until told to go on: the kill lands after the
+    # third group, however busy the machine (no race with the child's clock).
     child = subprocess.Popen(
         [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         env=env,
         cwd=REPO,
     )
-    assert child.stdout is not None
+    assert child.stdin is not None and child.stdout is not None
     lines = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = child.stdout.readline()
-        if not line:
-            break
+    while line := child.stdout.readline():
         lines.append(line.strip())
         if sum(x.startswith("written") for x in lines) == 3:
             os.kill(child.pid, signal.SIGKILL)
             break
-    child.wait(timeout=60)
+        if line.startswith("written"):
+            child.stdin.write("go\n")
+            child.stdin.flush()
+    child.wait(timeout=300)
     assert child.returncode == -signal.SIGKILL, lines
     assert lines[0] == "v1 done" and "v2 done" not in lines
     written = int(lines[-1].split()[1])
