@@ -20,6 +20,7 @@ from conan_rag import load_encoder
 from conan_rag.rag.chunking import ChunkConfig
 from conan_rag.rag.pipeline import Pipeline
 from conan_rag.rag.sources.documents import Document
+from conan_rag.rag.store import Records
 
 CHROMA = Path(sys.executable).with_name("chroma")
 _names = itertools.count()
@@ -201,3 +202,27 @@ def crash_docs(version: int) -> list[Document]:
     if version == 2:
         docs += [Document(f"new{i}", f"new cell line {i}. " * 20, "crash") for i in range(4)]
     return docs
+
+
+class Reads:
+    """Counts the records the store hands out, by method."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: Any) -> None:
+        self.records: dict[str, int] = {"scan": 0, "find": 0, "get": 0}
+        for name in self.records:
+            monkeypatch.setattr(store, name, self._counted(name, getattr(store, name)))
+
+    def _counted(self, name: str, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = method(*args, **kwargs)
+            if isinstance(out, Records):
+                self.records[name] += len(out)
+                return out
+            return self._pages(name, out)
+
+        return call
+
+    def _pages(self, name: str, pages: Any) -> Any:
+        for page in pages:
+            self.records[name] += len(page)
+            yield page

@@ -202,8 +202,8 @@ class Pipeline:
             write_batch=self.upsert_batch,
         )
         report = run_ingest(task, inputs, prune=prune, engine=runner)
-        if sink is None and self.lexical_path.exists():  # keep an index in use in step
-            self.lexical.sync(self.store)
+        if sink is None and self.lexical_path.exists():  # keep an index in use in step:
+            self.lexical.ensure(self.store, matrices=False)  # by delta; matrices at next search
         return report
 
     def sync(

@@ -272,6 +272,7 @@ def load_export(
     sink.delete(stale)
     progress.advance(len(stale))
     report.chunks_deleted = len(stale)
+    sink.finish(report)
     progress.close()
     return report
 

@@ -4,7 +4,9 @@ The single-process engine, the Ray engine (from the driver, or from writer actor
 server) and ``conan-rag load`` all write through :class:`StoreSink`, which
 
 * marks the collection changed (:meth:`~conan_rag.rag.store.VectorStore.mark_changed`) before
-  its first write, so a lexical index synced earlier is re-synced before it answers again;
+  its first write, so a lexical index synced earlier is re-synced before it answers again, and
+  notes every id it touches (:mod:`~conan_rag.rag.search.changes`): once the run finishes, the
+  index re-reads those ids only;
 * writes in parts no larger than the store's maximum batch, each retried with back-off (every
   write is an idempotent upsert, update or delete of deterministic ids);
 * writes a document's chunk 0 without its chunk count: :class:`Completer` adds the count once
@@ -25,6 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from conan_rag.rag.ingest.rows import EMBEDDED, Batch, summary
+from conan_rag.rag.search.changes import ChangeLog
 
 if TYPE_CHECKING:
     from conan_rag.rag.ingest.report import IngestReport
@@ -103,12 +107,27 @@ class StoreSink:
         self.store = store
         self.limit = max(1, min(limit or store.max_batch, store.max_batch))
         self._marked = not mark
+        self._changes: ChangeLog | None = None
 
     def mark_changed(self) -> None:
         """Mark the collection changed (once): derived indexes re-sync before they answer."""
         if not self._marked:
+            base = with_retries(self.store.version, "reading the collection's version")
             with_retries(self.store.mark_changed, "marking the collection changed")
             self._marked = True
+            self._changes = _open_changes(self.store, base)
+
+    def _note(self, ids: Sequence[str], ops: int | None) -> None:
+        if self._changes is not None:
+            try:
+                self._changes.note(ids, ops)
+            except sqlite3.Error as exc:  # the index then syncs in full: slower, still right
+                logger.warning("Cannot note the changed chunks (%s)", exc)
+                self._changes = None
+
+    def written_elsewhere(self, ids: Sequence[str]) -> None:
+        """Note ids that other processes wrote for this run (Ray writer actors)."""
+        self._note(ids, None)
 
     def shared_spec(self) -> dict[str, Any] | None:
         """The store's spec when other processes may write to it (a server), else ``None``."""
@@ -131,6 +150,7 @@ class StoreSink:
                 metas[part],
             )
             with_retries(call, f"upsert of {len(metas[part])} chunks")
+            self._note(call.args[0], len(metas[part]))
 
     def write(self, batch: Batch) -> Batch:
         """Upsert the embedded rows of a batch; a ``first`` row is written without ``n_chunks``."""
@@ -150,18 +170,40 @@ class StoreSink:
             metas = [{"n_chunks": n} for _, n in counts[part]]
             call = functools.partial(self.store.update_metadata, ids, metas)
             with_retries(call, f"completion of {len(ids)} documents")
+            self._note(ids, len(ids))
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete chunks, ``limit`` at a time."""
         for part in self._parts(len(ids)):
             some = list(ids[part])
             with_retries(functools.partial(self.store.delete, some), f"deletion of {len(some)}")
+            self._note(some, len(some))
 
     def finish(self, report: IngestReport) -> None:
-        """Nothing is kept between writes."""
+        """Close the run's change notes: the lexical index may now apply them by delta."""
+        if self._changes is not None:
+            try:
+                self._changes.close()
+            except sqlite3.Error as exc:
+                logger.warning("Cannot close the changed chunks' notes (%s)", exc)
 
     def abort(self) -> None:
-        """Nothing is kept between writes: every completed document stays complete."""
+        """Nothing is kept between writes: every completed document stays complete.
+
+        The change notes stay open: the lexical index syncs in full next time.
+        """
+
+
+def _open_changes(store: VectorStore, base: str) -> ChangeLog | None:
+    """A change log in the store's lexical index file, when the store has one."""
+    path = store.derived_path("lexical")
+    if not path.exists():
+        return None  # no index yet: the first search builds it in full anyway
+    try:
+        return ChangeLog(path, store.version().partition(":")[0], base)
+    except sqlite3.Error as exc:
+        logger.warning("Cannot keep notes of the changed chunks in %s (%s)", path, exc)
+        return None
 
 
 @dataclass

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from conan_rag.rag.search.changes import ChangeRun, forget_runs, read_run
 from conan_rag.rag.search.tokens import TOKENIZER_VERSION, lexical_tokens, lexical_tokens_many
 
 if TYPE_CHECKING:
@@ -134,6 +135,24 @@ def load_saved(
     return list(ids), bm25, version
 
 
+def _explains(run: ChangeRun, synced: str | None, current: str) -> bool:
+    """Whether ``run`` alone leads from version ``synced`` to ``current``.
+
+    It must be closed and have started from ``synced``. Where the versions carry Chroma's write
+    log sequence (an embedded store), the log must have grown by exactly the records the run
+    sent: a foreign write in between makes it grow more. A server's versions carry the count;
+    :meth:`LexicalIndex.apply_changes` checks that afterwards.
+    """
+    if not run.closed or synced is None or run.base != synced:
+        return False
+    before, after = synced.partition(":")[2], current.partition(":")[2]
+    if after.startswith("seq") or before.startswith("seq"):
+        if run.ops is None or not (after.startswith("seq") and before.startswith("seq")):
+            return False
+        return int(after[3:]) - int(before[3:]) == run.ops
+    return True
+
+
 def _text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
@@ -192,18 +211,77 @@ class LexicalIndex:
         current = store.version()
         return self._loaded and self._built == current and self.version == current
 
-    def ensure(self, store: VectorStore) -> None:
-        """Sync when the store changed since the last sync (or never was); else load the tokens.
+    def ensure(self, store: VectorStore, *, matrices: bool = True) -> None:
+        """Catch up when the store changed since the last sync (or never was); else load.
 
-        Another process sharing the file may have synced it: then only the matrices are rebuilt.
+        A change made by one finished conan-rag write run is applied by delta (only the ids the
+        run touched are read, see :mod:`~conan_rag.rag.search.changes`); any other change is a
+        full :meth:`sync`. Another process sharing the file may have synced it: then only the
+        matrices are rebuilt. ``matrices=False`` brings the tokens in step only (an ingest does
+        that; the next search builds the matrices, once, and saves them).
         """
         current = store.version()
         if self.version != current:
-            self.sync(store)
-        elif not self._loaded or self._built != current:
+            if not self.apply_changes(store, current, matrices=matrices):
+                self.sync(store, matrices=matrices)
+        elif matrices and (not self._loaded or self._built != current):
             self._rebuild()
 
-    def sync(self, store: VectorStore) -> SyncReport:
+    def apply_changes(self, store: VectorStore, current: str, *, matrices: bool = True) -> bool:
+        """Apply the one closed write run that leads from the synced version to ``current``.
+
+        Returns:
+            False (nothing changed) when no such run explains every change; then sync.
+        """
+        run = read_run(self.path, current.partition(":")[0])
+        if run is None or not _explains(run, self.version, current):
+            return False
+        with self._lock, self._db() as db:
+            report = self._retokenize(db, store, run.ids)
+            if int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]) != store.count():
+                db.rollback()  # someone else added or removed chunks meanwhile
+                return False
+            self._set_meta(db, _VERSION, current)
+            forget_runs(db, only=current.partition(":")[0])
+        logger.info("Lexical index updated by delta: %s", report)
+        if matrices:
+            self._rebuild()
+        return True
+
+    def _retokenize(self, db: sqlite3.Connection, store: VectorStore, ids: list[str]) -> SyncReport:
+        """Re-read ``ids`` from the store: tokenize the changed, drop the gone."""
+        report = SyncReport()
+        for start in range(0, len(ids), PAGE):
+            some = ids[start : start + PAGE]
+            page = store.get(some, fields=("texts", "metadatas"))
+            texts = {
+                i: lexical_text(t or "", m)
+                for i, t, m in zip(page.ids, page.texts or [], page.metadatas or [], strict=True)
+            }
+            known = dict(
+                db.execute(
+                    f"SELECT id, hash FROM chunks WHERE id IN ({','.join('?' * len(some))})", some
+                ).fetchall()
+            )
+            fresh = [(i, t, h) for i, t in texts.items() if known.get(i) != (h := _text_hash(t))]
+            self._store_tokens(db, fresh)
+            gone = [(i,) for i in some if i not in texts and i in known]
+            db.executemany("DELETE FROM chunks WHERE id = ?", gone)
+            report.added += len(fresh)
+            report.removed += len(gone)
+            report.kept += len(texts) - len(fresh)
+        return report
+
+    @staticmethod
+    def _store_tokens(db: sqlite3.Connection, fresh: list[tuple[str, str, str]]) -> None:
+        """Tokenize and store (id, text, hash) rows."""
+        tokens = lexical_tokens_many([t for _, t, _ in fresh])
+        db.executemany(
+            "INSERT OR REPLACE INTO chunks (id, hash, tokens) VALUES (?, ?, ?)",
+            [(i, h, json.dumps(tok)) for (i, _, h), tok in zip(fresh, tokens, strict=True)],
+        )
+
+    def sync(self, store: VectorStore, *, matrices: bool = True) -> SyncReport:
         """Make the index equal to the store: tokenize new and changed chunks, drop gone ones.
 
         The store's version is read first, so a change made while syncing leaves the index
@@ -226,18 +304,16 @@ class LexicalIndex:
                     if known.get(i) != (h := _text_hash(t))
                 ]
                 seen.update(page.ids)
-                tokens = lexical_tokens_many([t for _, t, _ in fresh])
-                db.executemany(
-                    "INSERT OR REPLACE INTO chunks (id, hash, tokens) VALUES (?, ?, ?)",
-                    [(i, h, json.dumps(tok)) for (i, _, h), tok in zip(fresh, tokens, strict=True)],
-                )
+                self._store_tokens(db, fresh)
                 report.added += len(fresh)
             gone = [(i,) for i in known if i not in seen]
             db.executemany("DELETE FROM chunks WHERE id = ?", gone)
             report.removed = len(gone)
             report.kept = len(seen) - report.added
             self._set_meta(db, _VERSION, version)
-        self._rebuild()
+            forget_runs(db, keep=version.partition(":")[0])  # a run still going may close later
+        if matrices:
+            self._rebuild()
         return report
 
     @property

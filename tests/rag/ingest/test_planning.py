@@ -7,39 +7,14 @@ checked, only which records the plan reads through the store protocol.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conan_rag import load_encoder
 from conan_rag.rag import ChunkConfig, Pipeline
-from conan_rag.rag.store import Records
+from tests.pipeline_helpers import Reads
 
 CHUNKING = ChunkConfig(max_tokens=48, overlap_tokens=8)
-
-
-class Reads:
-    """Counts the records the store hands out, by method."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: Any) -> None:
-        self.records: dict[str, int] = {"scan": 0, "find": 0, "get": 0}
-        for name in self.records:
-            monkeypatch.setattr(store, name, self._counted(name, getattr(store, name)))
-
-    def _counted(self, name: str, method: Any) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            out = method(*args, **kwargs)
-            if isinstance(out, Records):
-                self.records[name] += len(out)
-                return out
-            return self._pages(name, out)
-
-        return call
-
-    def _pages(self, name: str, pages: Any) -> Any:
-        for page in pages:
-            self.records[name] += len(page)
-            yield page
 
 
 def _files(folder: Path, n: int, start: int = 0) -> None:

@@ -18,7 +18,7 @@ from conan_rag.rag.search.fusion import rrf
 from conan_rag.rag.search.lexical_index import LexicalIndex
 from conan_rag.rag.search.retrieval import RetrievalOptions
 from conan_rag.rag.search.tokens import lexical_tokens
-from tests.pipeline_helpers import server_url  # noqa: F401 - the fixture used below
+from tests.pipeline_helpers import Reads, server_url  # noqa: F401 - the fixture used below
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 FILES = {
@@ -234,6 +234,55 @@ def test_conan_rag_load_into_a_searched_collection_is_found_by_lexical_search(
     assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
     loaded = pipe.store.get([hits[0].id], ["metadatas"]).metadatas or [{}]
     assert loaded[0]["n_chunks"] == 1  # the load completed the document
+
+
+def test_an_ingest_updates_the_index_by_delta_reading_only_the_chunks_it_wrote(
+    pipe: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lexical = RetrievalOptions(k=1, retrieval="lexical")
+    docs = tmp_path / "docs"
+    _write(docs, {f"extra{i}.txt": f"Extra note {i} about rivers and lakes." for i in range(20)})
+    pipe.ingest([docs])
+    assert pipe.retrieve("lakes", lexical)  # the index is built and current
+    stored = pipe.store.count()
+
+    # add one, update one (its old chunk deleted): one run, one delta
+    _write(docs, {"tea.txt": "Black tea is fully oxidised.", "new.txt": "Quartz is SiO2."})
+    reads = Reads(monkeypatch, pipe.store)
+    report = pipe.ingest([docs])  # it brings the index in step
+    touched = report.chunks_embedded + report.chunks_deleted
+    assert (report.added, report.updated, report.chunks_deleted) == (1, 1, 1)
+    assert reads.records["scan"] == 0  # the collection is not walked ...
+    assert 0 < reads.records["get"] <= touched < stored  # ... only the chunks the run wrote
+    assert pipe.retrieve("quartz", lexical)[0].metadata["source"].endswith("new.txt")
+    assert reads.records["scan"] == 0
+    monkeypatch.undo()
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+    assert pipe.retrieve("steamed", lexical) == []  # the old text of tea.txt
+    assert pipe.lexical.is_current(pipe.store)
+
+    # a plain chromadb write during a run is not one the run can explain: a full sync
+    import chromadb
+    from chromadb.config import Settings
+
+    def foreign_delete(event: object) -> None:
+        if getattr(event, "phase", "") == "embedding" and not deleted:
+            deleted.append(gone)
+            client = chromadb.PersistentClient(
+                path=str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False)
+            )
+            client.get_collection(pipe.name, embedding_function=None).delete(ids=[gone])
+
+    gone, deleted = pipe.retrieve("Everest", lexical)[0].id, []
+    _write(docs, {"granite.txt": "Granite is an igneous rock."})
+    reads = Reads(monkeypatch, pipe.store)
+    pipe.ingest([docs], on_progress=foreign_delete)
+    assert deleted and not pipe.store.get([gone], ["metadatas"]).ids
+    assert reads.records["scan"] == pipe.store.count()  # walked once
+    assert pipe.retrieve("granite", lexical)[0].metadata["source"].endswith("granite.txt")
+    monkeypatch.undo()
+    assert gone not in pipe.lexical.tokens()
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
 
 
 def test_a_fresh_process_loads_the_saved_index_without_tokenizing_or_indexing(

@@ -37,7 +37,7 @@ from conan_rag.errors import ConanConfigError
 from conan_rag.rag.ingest.ray.runtime import ADDRESSES, ray_runtime, retryable_errors
 from conan_rag.rag.ingest.ray.stages import EmbedChunks, WriteStore
 from conan_rag.rag.ingest.report import IngestReport
-from conan_rag.rag.ingest.rows import cut_units
+from conan_rag.rag.ingest.rows import EMBEDDED, cut_units
 from conan_rag.rag.ingest.sink import Completer, StoreSink
 from conan_rag.rag.store import TOKEN_ENV
 from conan_rag.settings import Settings, check_float, check_int
@@ -260,11 +260,18 @@ class RayRun:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 if spec is None:
                     batch = sink.write(batch)
+                elif isinstance(sink, StoreSink):  # the writer actors wrote it
+                    sink.written_elsewhere(_written_ids(batch))
                 written = completer.tally(batch)
                 completer.flush()
                 progress.advance(int(batch["chars"].sum()), chunks=written)
         finally:  # also on Ctrl-C or a lost actor: documents fully written stay complete
             completer.flush()
+
+
+def _written_ids(batch: Any) -> list[str]:
+    """The chunk ids a summary batch says were written."""
+    return [str(i) for i, kind in zip(batch["id"], batch["kind"]) if kind in EMBEDDED]
 
 
 def _carry(prior: IngestReport, report: IngestReport) -> None:
