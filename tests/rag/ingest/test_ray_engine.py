@@ -25,6 +25,7 @@ from conan_rag import load_encoder
 from conan_rag.errors import CollectionMismatchError, StoreError
 from conan_rag.rag.ingest.progress import ProgressEvent
 from conan_rag.rag.pipeline import Pipeline
+from conan_rag.rag.search.lexical_index import LexicalIndex
 from conan_rag.rag.store import open_client
 from tests.pipeline_helpers import WriteGate, chroma_server
 
@@ -125,6 +126,32 @@ def test_ray_builds_the_same_collection_then_embeds_nothing(
     again = pipe.ingest([corpus], engine=engine)
     assert (again.chunks_embedded, again.unchanged, again.added) == (0, 40, 0)
     assert_same_collection(reference, pipe)
+
+
+def test_a_ray_ingest_into_a_searched_server_collection_updates_the_index_by_delta(
+    ray_local: Any,
+    encoder: Any,
+    server: str,
+    tmp_path: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The writer actors write; the driver notes their ids, and the index reads only those."""
+    from conan_rag.rag.search.retrieval import RetrievalOptions
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the server index's home
+    pipe = Pipeline(encoder, url=server, collection="ray-delta")
+    pipe.ingest([write_corpus(tmp_path / "docs", data_dir, 6)])
+    lexical = RetrievalOptions(k=1, retrieval="lexical")
+    assert pipe.retrieve("cells", lexical) and pipe.lexical.is_current(pipe.store)
+    extra = write_corpus(tmp_path / "extra", data_dir, 2, start=100)
+    with caplog.at_level("INFO", logger="conan_rag.rag.search.lexical_index"):
+        report = pipe.ingest([extra], engine=RayEngine(batch_rows=4))
+    assert report.added == 2 and "updated by delta" in caplog.text
+    fresh = LexicalIndex(tmp_path / "fresh.sqlite")
+    fresh.sync(pipe.store)
+    assert pipe.lexical.tokens() == fresh.tokens() and len(fresh) == pipe.store.count()
 
 
 def test_ray_on_the_embedded_store_updates_and_prunes_like_single_process(
