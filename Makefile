@@ -13,9 +13,10 @@ TORCH_INDEX ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then :; \
 	elif $(PYTHON) -c "import urllib.request as u; u.urlopen('$(CPU_TORCH_INDEX)/', timeout=5)" \
 	>/dev/null 2>&1; then echo $(CPU_TORCH_INDEX); fi)
 PYTEST_ARGS ?=
-# The suite runs on two workers, one file per worker at a time (module fixtures such as a Chroma
-# server or a Ray runtime start once); files with the most slow tests go first (conftest.py).
-PYTEST_WORKERS ?= 2
+# PYTEST_WORKERS=2 spreads files over two pytest-xdist workers (19 min instead of 28 on a 2-core
+# machine), but there the Ray driver's Ctrl-C test sees the CLI exit 0 (an open problem, issue
+# 19's note), so the default is one process. Files with the most slow tests go first (conftest).
+PYTEST_WORKERS ?= 0
 STAMP := $(VENV)/.installed
 INTEGRATIONS := integrations/langchain-conan integrations/llama-index-embeddings-conan \
 	integrations/llama-index-postprocessor-conan-rerank integrations/llama-index-retrievers-conan
