@@ -7,7 +7,6 @@ import itertools
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -86,74 +85,6 @@ def chroma_server(path: Path) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
-
-
-class WriteGate:
-    """A TCP relay in front of a Chroma server that holds every request after the first write.
-
-    Once the first ``/upsert`` request through it has been answered, :attr:`held` is set and no
-    further request reaches the server until :meth:`release`: a run writing through the gate
-    has stored something and cannot finish, whatever the machine's load (a test can then stop
-    it mid-run without racing it).
-
-    Example (not run: it needs a server)::
-
-        with WriteGate(url) as gate:
-            run_writing_to(gate.url)
-            gate.held.wait()
-    """
-
-    def __init__(self, target: str) -> None:
-        host, port = target.removeprefix("http://").split(":")
-        self._target = (host, int(port))
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self.held = threading.Event()
-        self._released = threading.Event()
-        self._writer: socket.socket | None = None  # the connection that sent the first write
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def release(self) -> None:
-        """Let the held requests through (and all later ones)."""
-        self._released.set()
-
-    def __enter__(self) -> WriteGate:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:  # closed
-                return
-            upstream = socket.create_connection(self._target)
-            for args in ((client, upstream, client), (upstream, client, None)):
-                threading.Thread(target=self._pump, args=args, daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, request: socket.socket | None) -> None:
-        """Copy ``src`` to ``dst``; ``request``: the client socket, on the way to the server."""
-        try:
-            while data := src.recv(65536):
-                if request is not None:  # a request (or part of one) on its way to the server
-                    if self.held.is_set():
-                        self._released.wait()
-                    with self._lock:
-                        if self._writer is None and b"/upsert HTTP" in data:
-                            self._writer = request
-                elif self._writer is dst:  # the answer to the first write
-                    self.held.set()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture(scope="module")
