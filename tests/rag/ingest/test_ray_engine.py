@@ -46,12 +46,6 @@ def ray_local() -> Iterator[Any]:
         yield started
 
 
-def test_local_workers_run_at_the_drivers_priority(ray_local: Any) -> None:
-    """Ray nices workers by 15 unless told; on a busy machine that starves a local ingest."""
-    niceness = ray_local.remote(lambda: os.nice(0))
-    assert ray_local.get(niceness.remote()) == os.nice(0)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with chroma_server(tmp_path_factory.mktemp("ray_chroma")) as url:
@@ -127,32 +121,6 @@ def test_ray_builds_the_same_collection_then_embeds_nothing(
     again = pipe.ingest([corpus], engine=engine)
     assert (again.chunks_embedded, again.unchanged, again.added) == (0, 40, 0)
     assert_same_collection(reference, pipe)
-
-
-def test_a_ray_ingest_into_a_searched_server_collection_updates_the_index_by_delta(
-    ray_local: Any,
-    encoder: Any,
-    server: str,
-    tmp_path: Path,
-    data_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The writer actors write; the driver notes their ids, and the index reads only those."""
-    from conan_rag.rag.search.retrieval import RetrievalOptions
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the server index's home
-    pipe = Pipeline(encoder, url=server, collection="ray-delta")
-    pipe.ingest([write_corpus(tmp_path / "docs", data_dir, 6)])
-    lexical = RetrievalOptions(k=1, retrieval="lexical")
-    assert pipe.retrieve("cells", lexical) and pipe.lexical.is_current(pipe.store)
-    extra = write_corpus(tmp_path / "extra", data_dir, 2, start=100)
-    with caplog.at_level("INFO", logger="conan_rag.rag.search.lexical_index"):
-        report = pipe.ingest([extra], engine=RayEngine(batch_rows=4))
-    assert report.added == 2 and "updated by delta" in caplog.text
-    fresh = LexicalIndex(tmp_path / "fresh.sqlite")
-    fresh.sync(pipe.store)
-    assert pipe.lexical.tokens() == fresh.tokens() and len(fresh) == pipe.store.count()
 
 
 def test_ray_on_the_embedded_store_updates_and_prunes_like_single_process(
@@ -368,3 +336,29 @@ def test_cli_local_runtime_export_and_load(
     single = Pipeline(encoder, db=tmp_path / "single")
     single.ingest([docs])
     assert_same_collection(single, Pipeline(encoder, url=server, collection="cli-load"))
+
+
+def test_a_ray_ingest_into_a_searched_server_collection_updates_the_index_by_delta(
+    ray_local: Any,
+    encoder: Any,
+    server: str,
+    tmp_path: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The writer actors write; the driver notes their ids, and the index reads only those."""
+    from conan_rag.rag.search.retrieval import RetrievalOptions
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the server index's home
+    pipe = Pipeline(encoder, url=server, collection="ray-delta")
+    pipe.ingest([write_corpus(tmp_path / "docs", data_dir, 6)])
+    lexical = RetrievalOptions(k=1, retrieval="lexical")
+    assert pipe.retrieve("cells", lexical) and pipe.lexical.is_current(pipe.store)
+    extra = write_corpus(tmp_path / "extra", data_dir, 2, start=100)
+    with caplog.at_level("INFO", logger="conan_rag.rag.search.lexical_index"):
+        report = pipe.ingest([extra], engine=RayEngine(batch_rows=4))
+    assert report.added == 2 and "updated by delta" in caplog.text
+    fresh = LexicalIndex(tmp_path / "fresh.sqlite")
+    fresh.sync(pipe.store)
+    assert pipe.lexical.tokens() == fresh.tokens() and len(fresh) == pipe.store.count()

@@ -18,10 +18,6 @@ logger = logging.getLogger(__name__)
 
 ADDRESSES = ("local", "auto", "ray://HOST:PORT")
 INSTALL = "pip install 'conan-rag[ray]'"
-# Ray starts workers 15 nice levels below the driver; a local ingest does all its embedding in
-# them, so on a busy machine it would crawl where the single-process ingest keeps its share.
-# Local workers run at the command's own priority (``nice conan-rag ingest ...`` still works).
-LOCAL_RUNTIME_ENV = {"env_vars": {"RAY_worker_niceness": "0"}}
 __all__ = ["ADDRESSES", "INSTALL", "ray_runtime", "retryable_errors"]
 
 
@@ -56,7 +52,6 @@ def ray_runtime(address: str, num_cpus: int | None = None) -> Iterator[Any]:
             include_dashboard=False,
             configure_logging=False,
             log_to_driver=False,
-            runtime_env=LOCAL_RUNTIME_ENV,
         )
     else:
         ray.init(address=address, configure_logging=False, log_to_driver=False)
