@@ -133,6 +133,17 @@ class Pipeline:
             self._lexical = LexicalIndex(self.lexical_path)
         return self._lexical
 
+    def catalog(self) -> LexicalIndex:
+        """The lexical index's chunk table, brought in step: what ``info`` and a prune read.
+
+        It keeps each chunk's document key and source beside its tokens, so counts and "what is
+        stored under these paths" are index lookups. Catching up costs the changes since the
+        last sync (by delta after a conan-rag write), or one full read when it is missing or a
+        foreign writer changed the collection.
+        """
+        self.lexical.ensure(self.store, matrices=False)
+        return self.lexical
+
     @property
     def chunker(self) -> Chunker:
         """The chunker (made on first use: querying never needs it)."""
@@ -200,6 +211,7 @@ class Pipeline:
             sink=sink,
             progress=Progress(on_progress, show_progress),
             write_batch=self.upsert_batch,
+            catalog=self.catalog() if prune and sink is None else None,
         )
         report = run_ingest(task, inputs, prune=prune, engine=runner)
         if sink is None and self.lexical_path.exists():  # keep an index in use in step:
@@ -282,13 +294,12 @@ class Pipeline:
 
     # -- info -----------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        """Collection name, model, dimension, fingerprint and counts of chunks/documents/sources."""
-        documents: set[str] = set()
-        sources: set[str] = set()
-        for records in self.store.scan(("metadatas",)):
-            for meta in records.metadatas or []:
-                documents.add(str(meta.get("doc_key", "")))
-                sources.add(str(meta.get("source", "")))
+        """Collection name, model, dimension, fingerprint and counts of chunks/documents/sources.
+
+        The counts come from :meth:`catalog` (index counts; the first call on a collection
+        without a lexical index builds it once).
+        """
+        counts = self.catalog().counts()
         return {
             "collection": self.name,
             "model_id": self.encoder.model_id,
@@ -296,6 +307,6 @@ class Pipeline:
             "fingerprint": self.encoder.fingerprint,
             "max_seq_length": self.encoder.max_seq_length,
             "chunks": self.store.count(),
-            "documents": len(documents),
-            "sources": len(sources),
+            "documents": counts["documents"],
+            "sources": counts["sources"],
         }

@@ -14,8 +14,10 @@ metadata:
 
 Planning reads every input document once (hashing) and the stored metadata of those documents
 only (one lookup by document key per :data:`KEYS_PER_LOOKUP` documents), so adding one file
-costs that file, whatever the collection's size; with ``prune`` it also reads every stored
-chunk's metadata (to find what is gone under the given paths). Nothing is embedded or written.
+costs that file, whatever the collection's size. With ``prune`` it must also know what is stored
+under the given paths: a :class:`StoredKeys` catalog (the lexical index's chunk table, kept in
+step by delta) answers that by index lookups; without one, every stored chunk's metadata is read.
+Nothing is embedded or written.
 
 Example:
     >>> from conan_rag import load_encoder
@@ -37,7 +39,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from conan_rag.errors import InputPathError, LoaderError
 from conan_rag.rag.chunking import Chunk, Chunker, Digest, text_bytes
@@ -64,6 +66,7 @@ __all__ = [
     "Planner",
     "Record",
     "StoredDocument",
+    "StoredKeys",
     "Unit",
     "WorkItem",
     "cut_document",
@@ -290,6 +293,15 @@ class Plan:
         return out
 
 
+@runtime_checkable
+class StoredKeys(Protocol):
+    """A catalog of what a collection stores, in step with it (see :meth:`keys_under`)."""
+
+    def keys_under(self, sources: Iterable[str], folders: Iterable[str | Path]) -> list[str]:
+        """Document keys stored with one of ``sources`` or a source under one of ``folders``."""
+        ...
+
+
 class Planner:
     """Scans the inputs and diffs them against the store: what every engine runs first.
 
@@ -298,12 +310,19 @@ class Planner:
         chunker: cuts and hashes documents.
         report: counters the plan fills in (files, documents, unchanged, skipped...).
         progress: the scanning and checking phases.
+        catalog: what the store holds, in step with it; lets ``prune`` skip the full read.
     """
 
     def __init__(
-        self, store: VectorStore, chunker: Chunker, report: IngestReport, progress: Progress
+        self,
+        store: VectorStore,
+        chunker: Chunker,
+        report: IngestReport,
+        progress: Progress,
+        catalog: StoredKeys | None = None,
     ) -> None:
         self.store = store
+        self.catalog = catalog
         self.chunker = chunker
         self.report = report
         self.progress = progress
@@ -319,10 +338,15 @@ class Planner:
         self._seen.clear()  # a plan may be made again (the Ray engine re-plans after a loss)
         units, found = self._scan(inputs)
         digests, read = self._read(units)
-        if prune:  # what is stored under the paths, beyond the inputs: every chunk is read
+        keys = [key for found_ in digests for key, _, _ in found_]
+        if prune and self.catalog is None:  # what is stored under the paths: read every chunk
             stored = self._stored()
+        elif prune:  # the catalog names what is stored under the paths: O(those chunks)
+            assert self.catalog is not None
+            keys += self.catalog.keys_under(read, found.folders)
+            stored = self._stored_for(keys)
         else:  # only the stored state of the documents given: O(their chunks)
-            stored = self._stored_for([key for found_ in digests for key, _, _ in found_])
+            stored = self._stored_for(keys)
         todo, deletions = self._check(digests, stored)
         if prune:
             deletions += self._prune(stored, read, found)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from conan_rag.rag.ingest.planning import Input, Plan, Planner
+from conan_rag.rag.ingest.planning import Input, Plan, Planner, StoredKeys
 from conan_rag.rag.ingest.progress import Progress
 from conan_rag.rag.ingest.report import IngestReport
 from conan_rag.rag.ingest.sink import Sink, StoreSink
@@ -37,6 +37,7 @@ class IngestTask:
         progress: reports phases and advances (default: silent).
         write_batch: most records per store write.
         report: what the run did (filled in as it goes).
+        catalog: what the store holds, in step with it (lets a prune skip reading every chunk).
     """
 
     store: VectorStore
@@ -46,6 +47,7 @@ class IngestTask:
     progress: Progress = field(default_factory=Progress)
     write_batch: int = 1000
     report: IngestReport = field(default_factory=IngestReport)
+    catalog: StoredKeys | None = None
 
     def __post_init__(self) -> None:
         self.write_batch = max(1, min(self.write_batch, self.store.max_batch))
@@ -64,7 +66,7 @@ class IngestTask:
         Raises:
             InputPathError: a named path does not exist (nothing is read, written or deleted).
         """
-        planner = Planner(self.store, self.chunker, self.report, self.progress)
+        planner = Planner(self.store, self.chunker, self.report, self.progress, self.catalog)
         return planner.plan(inputs, prune=prune)
 
 

@@ -414,3 +414,55 @@ def test_a_server_collection_gets_a_local_index_in_the_cache(
     expected = tmp_path / "cache" / "conan_rag" / "lexical" / f"127.0.0.1_{port}"
     assert pipe.lexical_path.parent == expected and pipe.lexical_path.exists()
     assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+
+
+def _counted(pipe: Pipeline) -> tuple[int, int]:
+    """Documents and sources of the collection, counted by reading every chunk."""
+    keys, sources = set(), set()
+    for page in pipe.store.scan(("metadatas",)):
+        for meta in page.metadatas or []:
+            keys.add(meta["doc_key"])
+            sources.add(meta["source"])
+    return len(keys), len(sources)
+
+
+def test_info_and_a_prune_read_the_catalog_not_the_collection(
+    pipe: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept, docs = tmp_path / "kept", tmp_path / "notes"
+    _write(kept, {f"k{i}.txt": f"Kept note {i} about mountains and glaciers." for i in range(20)})
+    _write(docs, {"a.txt": "Alpha comes first.", "b.txt": "Beta comes second."})
+    _write(docs / "sub", {"c.txt": "Gamma comes third."})
+    _write(tmp_path / "notes-2", {"d.txt": "Delta is beside, not under, notes/."})
+    pipe.ingest([kept, docs, tmp_path / "notes-2"])
+    first = pipe.info()  # builds the catalog (no lexical index yet), once
+    assert (first["documents"], first["sources"]) == _counted(pipe) == (29, 29)
+    stored = pipe.store.count()
+
+    reads = Reads(monkeypatch, pipe.store)
+    assert pipe.info() == first
+    assert reads.records == {"scan": 0, "find": 0, "get": 0}  # counts only: nothing read
+
+    (docs / "b.txt").unlink()
+    (docs / "sub" / "c.txt").unlink()
+    report = pipe.ingest([docs], prune=True)
+    assert (report.deleted, report.unchanged) == (2, 1)
+    assert reads.records["scan"] == 0  # the collection is not walked ...
+    assert reads.records["find"] <= 3 < stored  # ... only what is stored under notes/
+    assert reads.records["get"] <= report.chunks_deleted  # the delta after the deletes
+    assert pipe.info()["documents"] == 27
+    monkeypatch.undo()
+    assert (pipe.info()["documents"], pipe.info()["sources"]) == _counted(pipe) == (27, 27)
+    assert pipe.lexical.tokens() == _fresh(pipe, tmp_path).tokens()
+
+    # a foreign write: the catalog sees the version move and reads the collection again
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(
+        path=str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False)
+    )
+    client.get_collection(pipe.name, embedding_function=None).delete(
+        where={"source": str(tmp_path / "kept" / "k0.txt")}
+    )
+    assert (pipe.info()["documents"], pipe.info()["sources"]) == _counted(pipe) == (26, 26)
