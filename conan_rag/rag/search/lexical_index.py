@@ -5,8 +5,9 @@ The index never has a life of its own: it is rebuilt from what the
 is indexed with its document's title (:func:`lexical_text`). Its tokens live in a small SQLite
 file (chunk id, a hash of that text, its tokens, and the chunk's document key and source, so the
 same table is the collection's catalog: :meth:`LexicalIndex.counts` for ``info`` and
-:meth:`LexicalIndex.keys_under` for a prune are index lookups); :meth:`LexicalIndex.sync` scans the store's
-texts, tokenizes only the chunks that are new or changed, forgets the ones that are gone, and
+:meth:`LexicalIndex.keys_under` for a prune are index lookups); :meth:`LexicalIndex.sync`
+scans the store's texts, tokenizes only the chunks that are new or changed, forgets the ones that
+are gone, and
 rebuilds the bm25s matrices (fast: 5,183 SciFact abstracts index in about 0.25 s). The matrices
 are saved beside the tokens in bm25s's own format (``<name>.bm25/``, stamped with the version
 they were built at), so a fresh process memory-maps them instead of re-indexing; a missing,
