@@ -33,11 +33,32 @@ from tests.pipeline_helpers import chroma_server
 ray = pytest.importorskip("ray")
 
 from conan_rag.rag.ingest.export import MANIFEST, load_export  # noqa: E402
-from conan_rag.rag.ingest.ray import RayEngine, ray_runtime  # noqa: E402
+from conan_rag.rag.ingest.ray import RayEngine, noting_sigint, ray_runtime  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 CLI = [sys.executable, "-m", "conan_rag.cli"]
+
+
+class _SignalsItselfWhenCollected:
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler here, in the finalizer
+        for _ in range(10_000):  # bytecodes for the handler to run between
+            pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_lost_in_a_finalizer_is_still_noted() -> None:
+    """Python ignores a KeyboardInterrupt raised in a finalizer; the driver checks the event."""
+    with noting_sigint() as stopped:
+        _SignalsItselfWhenCollected()  # collected at once: its KeyboardInterrupt is lost
+        assert stopped.is_set()
+    with pytest.raises(KeyboardInterrupt), noting_sigint() as stopped:
+        os.kill(os.getpid(), signal.SIGINT)  # anywhere else it is raised as usual
+        for _ in range(10_000):
+            pass
+    assert stopped.is_set()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,11 @@ Example:
 from __future__ import annotations
 
 from conan_rag.rag.ingest.ray.engine import RayEngine, RayRun
-from conan_rag.rag.ingest.ray.runtime import ADDRESSES, ray_runtime, retryable_errors
+from conan_rag.rag.ingest.ray.runtime import (
+    ADDRESSES,
+    noting_sigint,
+    ray_runtime,
+    retryable_errors,
+)
 
-__all__ = ["ADDRESSES", "RayEngine", "RayRun", "ray_runtime", "retryable_errors"]
+__all__ = ["ADDRESSES", "RayEngine", "RayRun", "noting_sigint", "ray_runtime", "retryable_errors"]

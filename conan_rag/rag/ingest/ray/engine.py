@@ -29,12 +29,18 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from conan_rag.errors import ConanConfigError
-from conan_rag.rag.ingest.ray.runtime import ADDRESSES, ray_runtime, retryable_errors
+from conan_rag.rag.ingest.ray.runtime import (
+    ADDRESSES,
+    noting_sigint,
+    ray_runtime,
+    retryable_errors,
+)
 from conan_rag.rag.ingest.ray.stages import EmbedChunks, WriteStore
 from conan_rag.rag.ingest.report import IngestReport
 from conan_rag.rag.ingest.rows import EMBEDDED, cut_units
@@ -256,6 +262,18 @@ class RayRun:
                 ds = self._write_stage(ds, spec)
         progress = self.task.progress
         progress.phase("embedding", total=plan.chars, unit="char")
+        with noting_sigint() as stopped:
+            self._consume(ds, spec, completer, stopped)
+
+    def _consume(
+        self,
+        ds: Any,
+        spec: dict[str, Any] | None,
+        completer: Completer,
+        stopped: threading.Event,
+    ) -> None:
+        """Write (or note) each summary batch; a Ctrl-C noted but lost stops at the next one."""
+        sink, progress = self.task.out, self.task.progress
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 if spec is None:
@@ -265,6 +283,10 @@ class RayRun:
                 written = completer.tally(batch)
                 completer.flush()
                 progress.advance(int(batch["chars"].sum()), chunks=written)
+                if stopped.is_set():  # the batch in flight is written; stop here
+                    raise KeyboardInterrupt
+            if stopped.is_set():
+                raise KeyboardInterrupt
         finally:  # also on Ctrl-C or a lost actor: documents fully written stay complete
             completer.flush()
 

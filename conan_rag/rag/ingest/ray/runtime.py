@@ -10,15 +10,18 @@ Example:
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 ADDRESSES = ("local", "auto", "ray://HOST:PORT")
 INSTALL = "pip install 'conan-rag[ray]'"
-__all__ = ["ADDRESSES", "INSTALL", "ray_runtime", "retryable_errors"]
+__all__ = ["ADDRESSES", "INSTALL", "noting_sigint", "ray_runtime", "retryable_errors"]
 
 
 def _import_ray() -> Any:
@@ -72,3 +75,36 @@ def retryable_errors(ray: Any) -> tuple[type[BaseException], ...]:
         "OwnerDiedError",
     )
     return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+
+
+@contextmanager
+def noting_sigint() -> Iterator[threading.Event]:
+    """Ctrl-C raises ``KeyboardInterrupt`` as usual, and also sets the event yielded.
+
+    A ``KeyboardInterrupt`` that lands where Python ignores exceptions (a finalizer run on the
+    main thread, of which a Ray Data driver runs many) is lost; the driver checks the event
+    after every batch, so such a Ctrl-C still stops the run there. Outside the main thread, or
+    when SIGINT is ignored, nothing changes.
+
+    Example:
+        >>> with noting_sigint() as stopped:
+        ...     stopped.is_set()
+        False
+    """
+    stopped = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
+        yield stopped
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
