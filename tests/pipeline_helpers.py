@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import signal
 import socket
 import subprocess
 import sys
@@ -157,3 +158,26 @@ class Reads:
         for page in pages:
             self.records[name] += len(page)
             yield page
+
+
+@contextlib.contextmanager
+def ctrl_c_live() -> Iterator[None]:
+    """Ctrl-C raises ``KeyboardInterrupt`` here (and in children started meanwhile).
+
+    A shell starts a background job with SIGINT ignored and children inherit that; Python then
+    installs no ``KeyboardInterrupt`` handler, and a child would shrug the signal off.
+    """
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def popen_with_ctrl_c(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``command`` with Ctrl-C live in it, even where this process ignores SIGINT."""
+    with ctrl_c_live():
+        return subprocess.Popen(command, **kwargs)

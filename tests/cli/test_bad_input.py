@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +22,7 @@ from conan_rag import load_encoder
 from conan_rag.cli import main
 from conan_rag.errors import InputPathError
 from conan_rag.rag.pipeline import Pipeline
+from tests.pipeline_helpers import popen_with_ctrl_c
 
 REPO = Path(__file__).resolve().parents[2]
 CONAN_RAG = Path(sys.executable).with_name("conan-rag")
@@ -154,22 +154,6 @@ def test_progress_advances_per_batch_in_phases(tmp_path: Path, conan_tiny: Path,
     assert "Checking for changes" in err and "Embedding" in err and "chunks=" in err
 
 
-def _popen_with_ctrl_c(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start ``command`` with Ctrl-C live in it, even where this process ignores SIGINT.
-
-    A shell starts a background job with SIGINT ignored and children inherit that; Python then
-    installs no ``KeyboardInterrupt`` handler, and the child would shrug the signal off.
-    """
-    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return subprocess.Popen(command, **kwargs)
-    finally:
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _signal_once_written(child: subprocess.Popen[bytes], at_least: int, seen: bytearray) -> None:
     """Read the child's stderr; send SIGINT once its bar says ``at_least`` chunks are written.
 
@@ -198,7 +182,7 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
     model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
     command = [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), *model]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    child = _popen_with_ctrl_c(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    child = popen_with_ctrl_c(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     seen = bytearray()
     _signal_once_written(child, 1, seen)
     child.wait(timeout=600)

@@ -28,7 +28,7 @@ from conan_rag.rag.ingest.progress import ProgressEvent
 from conan_rag.rag.pipeline import Pipeline
 from conan_rag.rag.search.lexical_index import LexicalIndex
 from conan_rag.rag.store import open_client
-from tests.pipeline_helpers import chroma_server
+from tests.pipeline_helpers import chroma_server, ctrl_c_live, popen_with_ctrl_c
 
 ray = pytest.importorskip("ray")
 
@@ -50,15 +50,16 @@ class _SignalsItselfWhenCollected:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_lost_in_a_finalizer_is_still_noted() -> None:
     """Python ignores a KeyboardInterrupt raised in a finalizer; the driver checks the event."""
-    with noting_sigint() as stopped:
-        _SignalsItselfWhenCollected()  # collected at once: its KeyboardInterrupt is lost
+    with ctrl_c_live():  # where pytest runs as a background job, SIGINT starts ignored
+        with noting_sigint() as stopped:
+            _SignalsItselfWhenCollected()  # collected at once: its KeyboardInterrupt is lost
+            assert stopped.is_set()
+        with pytest.raises(KeyboardInterrupt), noting_sigint() as stopped:
+            os.kill(os.getpid(), signal.SIGINT)  # anywhere else it is raised as usual
+            for _ in range(10_000):
+                pass
         assert stopped.is_set()
-    with pytest.raises(KeyboardInterrupt), noting_sigint() as stopped:
-        os.kill(os.getpid(), signal.SIGINT)  # anywhere else it is raised as usual
-        for _ in range(10_000):
-            pass
-    assert stopped.is_set()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +234,7 @@ def test_stopping_the_driver_then_rerunning_completes_without_duplicates(
     """The driver killed (or Ctrl-C in its terminal: the whole process group), then re-run."""
     name = f"ray-driver-{stop.name.lower()}"
     env = dict(os.environ)
-    proc = subprocess.Popen(
+    proc = popen_with_ctrl_c(  # a background job's ignored SIGINT is not passed on
         _ingest_command(corpus, server, name),
         env=env,
         stdout=subprocess.DEVNULL,
