@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,11 +41,19 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 CLI = [sys.executable, "-m", "conan_rag.cli"]
 
 
+def _ctrl_c_until(stopped: threading.Event) -> None:
+    """Send SIGINT to the main thread (this one) and run bytecodes until its handler has run."""
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+    while not stopped.is_set():  # the handler sets it, then raises; the test's timeout guards
+        pass
+
+
 class _SignalsItselfWhenCollected:
+    def __init__(self, stopped: threading.Event) -> None:
+        self.stopped = stopped
+
     def __del__(self) -> None:
-        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler here, in the finalizer
-        for _ in range(10_000):  # bytecodes for the handler to run between
-            pass
+        _ctrl_c_until(self.stopped)  # Python runs the handler here, in the finalizer
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -52,12 +61,10 @@ def test_a_ctrl_c_lost_in_a_finalizer_is_still_noted() -> None:
     """Python ignores a KeyboardInterrupt raised in a finalizer; the driver checks the event."""
     with ctrl_c_live():  # where pytest runs as a background job, SIGINT starts ignored
         with noting_sigint() as stopped:
-            _SignalsItselfWhenCollected()  # collected at once: its KeyboardInterrupt is lost
+            _SignalsItselfWhenCollected(stopped)  # collected at once: its KeyboardInterrupt is lost
             assert stopped.is_set()
         with pytest.raises(KeyboardInterrupt), noting_sigint() as stopped:
-            os.kill(os.getpid(), signal.SIGINT)  # anywhere else it is raised as usual
-            for _ in range(10_000):
-                pass
+            _ctrl_c_until(stopped)  # anywhere else it is raised as usual
         assert stopped.is_set()
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
