@@ -351,9 +351,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_inputs=args.max_inputs,
+        max_request_bytes=args.max_request_bytes,
         max_queued_tokens=args.max_queued_tokens,
         strict_model=args.strict_model,
         log_level=args.log_level,
+        drain_s=args.drain_s,
     )
     if not settings.loopback and not settings.api_key:
         print(
@@ -370,8 +372,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     stopped = serve(settings, on_ready=ready)
-    how = f"on {stopped}" if stopped else "(the server exited)"
-    print(f"conan-rag serve: stopped {how}; the requests in flight were answered.", flush=True)
+    how = f"on {stopped.signal}" if stopped.signal else "(the server exited)"
+    answered = "the requests in flight were answered"
+    if stopped.cut:
+        answered = (
+            f"{stopped.cut} request(s) still running at the drain limit ({stopped.drain_s:g} s, "
+            "--drain-s) were cut and answered 503; the others in flight were answered"
+        )
+    print(f"conan-rag serve: stopped {how}; {answered}.", flush=True)
     return 0
 
 

@@ -22,8 +22,10 @@ from conan_rag.rag.sources.documents import SUFFIXES
 from conan_rag.rag.store import DEFAULT_COLLECTION, DEFAULT_DB, TOKEN_ENV
 from conan_rag.remote import API_KEY_ENV
 from conan_rag.server.settings import (
+    DEFAULT_DRAIN_S,
     DEFAULT_HOST,
     DEFAULT_MAX_INPUTS,
+    DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_PORT,
     LOG_LEVELS,
     QUEUED_BUDGETS,
@@ -334,6 +336,13 @@ def _serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="most texts per request (more: 413)",
     )
     serve.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        metavar="N",
+        help=f"largest request body read (more: 413) (default: {DEFAULT_MAX_REQUEST_BYTES})",
+    )
+    serve.add_argument(
         "--max-queued-tokens",
         type=int,
         default=None,
@@ -351,4 +360,12 @@ def _serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="warning",
         choices=LOG_LEVELS,
         help="server log level; info logs every request",
+    )
+    serve.add_argument(
+        "--drain-s",
+        type=float,
+        default=DEFAULT_DRAIN_S,
+        metavar="S",
+        help="on SIGTERM, the longest to wait for requests in flight; those still running are "
+        f"answered 503 (default: {DEFAULT_DRAIN_S:g})",
     )

@@ -3,7 +3,10 @@
 A request's tokens are held from admission until its answer is ready. A request that would lift
 the total above the limit is refused with 429 and a ``Retry-After`` estimated from the tokens
 served over the last seconds; a request arriving at an empty queue is always admitted, so one
-large request is never refused forever. Used from the event loop only: no lock.
+large request is never refused forever. A request over :attr:`Admission.slice_tokens` is served
+in slices (:mod:`conan_rag.server.app`): only its first slice can be refused, the next ones are
+admitted as ``continuing``, and only the slices in flight are held, so other requests are
+admitted between them. Used from the event loop only: no lock.
 
 Example:
     >>> gate = Admission(100)
@@ -31,6 +34,7 @@ from conan_rag.server.errors import ApiError
 
 RATE_WINDOW_S = 10.0  # tokens served over this long estimate the throughput
 MAX_RETRY_AFTER_S = 60
+SLICES = 4  # a request holds at most max_tokens / SLICES at a time (one queue cycle by default)
 
 
 class Admission:
@@ -48,6 +52,16 @@ class Admission:
         self._clock = clock
         self._served: deque[tuple[float, int]] = deque()  # (when, tokens) of answered requests
 
+    @property
+    def slice_tokens(self) -> int:
+        """The most tokens one request holds at a time; a larger one is served in slices.
+
+        Example:
+            >>> Admission(131072).slice_tokens
+            32768
+        """
+        return max(1, self.max_tokens // SLICES)
+
     @contextmanager
     def hold(self, tokens: int) -> Iterator[None]:
         """Admit ``tokens`` for the duration of the block (refusing with 429 if they overflow).
@@ -63,9 +77,12 @@ class Admission:
         finally:
             self.release(tokens, answered=answered)
 
-    def admit(self, tokens: int) -> None:
-        """Count ``tokens`` as queued, or raise the 429 :class:`ApiError` refusing them."""
-        if self.requests and self.tokens + tokens > self.max_tokens:
+    def admit(self, tokens: int, *, continuing: bool = False) -> None:
+        """Count ``tokens`` as queued, or raise the 429 :class:`ApiError` refusing them.
+
+        ``continuing``: the next slice of a request already admitted (never refused).
+        """
+        if not continuing and self.requests and self.tokens + tokens > self.max_tokens:
             wait = self.retry_after(self.tokens + tokens - self.max_tokens)
             raise ApiError(
                 429,

@@ -4,6 +4,10 @@ Endpoints (the HTTP contract): ``POST /v1/embeddings`` and ``/embeddings`` (Open
 ``POST /embed`` (TEI), ``GET /v1/models``, ``/health``, ``/info``, ``/tokenizer``, ``/metrics``.
 Every request is handled on the event loop without a lock: short texts are counted there, then
 awaited through the encoder's batching queue, which coalesces all clients' texts into batches.
+Bodies over ``max_request_bytes`` are refused (413) before they are read; texts far over the
+model's limit are cut by characters before they are tokenized (their tokens unchanged); a large
+request is served in slices (:mod:`conan_rag.server.slices`). On SIGTERM, requests still running
+at the drain limit are answered 503 (:meth:`ServerState.cut_requests`).
 
 Example:
     >>> import httpx, asyncio
@@ -39,11 +43,13 @@ from conan_rag.encoder import Encoder
 from conan_rag.inputs import Kind
 from conan_rag.server.admission import Admission
 from conan_rag.server.auth import ApiKeyMiddleware
+from conan_rag.server.body_size import BodySizeMiddleware
 from conan_rag.server.errors import ApiError
 from conan_rag.server.metrics import Metrics, MetricsMiddleware
 from conan_rag.server.responses import install_error_handlers, openai_body, vectors_json
 from conan_rag.server.schemas import EmbeddingsRequest, EmbedRequest, texts_of
 from conan_rag.server.service import EmbeddingService
+from conan_rag.server.slices import embed_in_slices
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -61,6 +67,9 @@ class ServerState:
         self.admission: Admission | None = None
         self.load_error: str | None = None
         self._other_models: set[str] = set()
+        self._answering: set[asyncio.Task[Any]] = set()  # requests counting or embedding now
+        self.cutting = False  # the drain limit has passed: cancelled requests are answered 503
+        self.cut = 0  # requests answered 503 at the drain limit
 
     def ready(self, encoder: Encoder) -> None:
         """Serve ``encoder`` from now on."""
@@ -131,17 +140,51 @@ class ServerState:
         normalize: bool = True,
         truncate: bool = True,
     ) -> tuple[np.ndarray, int]:
-        """Count, admit and embed one request's texts: (vectors, tokens)."""
+        """Count, admit and embed one request's texts: (vectors, tokens).
+
+        Raises:
+            ApiError: 400/413/429 refusing the request; 503 when the drain limit cut it.
+        """
         service, admission = self.require()
         service.check_dimensions(dimensions)
-        lengths = await service.acount(texts, kind)
-        if not truncate:
-            service.check_length(lengths, "inputs")
-        tokens = service.truncated(lengths)
-        with admission.hold(tokens):
-            vectors = await service.embed(texts, kind, dimensions=dimensions, normalize=normalize)
-        self.metrics.count_inputs(endpoint, texts=len(texts), tokens=tokens)
-        return vectors, tokens
+        task = asyncio.current_task()
+        assert task is not None
+        self._answering.add(task)
+        try:
+            items, lengths = await service.ameasure(texts, kind)
+            if not truncate:
+                service.check_length(lengths, "inputs", [a is not b for a, b in zip(items, texts)])
+            each = [min(n, service.max_seq_length) for n in lengths]
+            vectors = await embed_in_slices(
+                service, admission, items, each, kind, dimensions=dimensions, normalize=normalize
+            )
+        except asyncio.CancelledError:
+            if not self.cutting:
+                raise
+            task.uncancel()
+            self.cut += 1
+            raise ApiError(
+                503,
+                "The server is stopping and this request was still running at its drain limit "
+                f"({self.settings.drain_s:g} s); it was not answered. Retry it on another server "
+                "or once this one is back.",
+                code="server_stopping",
+            ) from None
+        finally:
+            self._answering.discard(task)
+        self.metrics.count_inputs(endpoint, texts=len(texts), tokens=sum(each))
+        return vectors, sum(each)
+
+    def cut_requests(self) -> int:
+        """At the drain limit: answer 503 to every request still counting or embedding.
+
+        Returns:
+            How many requests are cut (their embedding is cancelled: the queue drops its rows).
+        """
+        self.cutting = True
+        for task in self._answering:
+            task.cancel()
+        return len(self._answering)
 
 
 async def _off_loop(size: int, build: Callable[..., bytes], *args: Any) -> bytes:
@@ -175,7 +218,8 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
     )
     app.state.server = state
     install_error_handlers(app)
-    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(BodySizeMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)  # before the body is read
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: sees the 401s
     _add_status_routes(app, state)
     _add_embedding_routes(app, state)

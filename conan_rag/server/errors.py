@@ -74,12 +74,24 @@ class ServerBindError(ConanRagError, OSError):
     Attributes:
         host: the address asked for.
         port: the port asked for.
+        in_use: whether the port is taken.
+
+    Example:
+        >>> err = ServerBindError("127.0.0.1", 80, "Address already in use", in_use=True)
+        >>> str(err)  # doctest: +ELLIPSIS
+        'Cannot listen on 127.0.0.1:80: Address already in use. Choose another port (0 ...'
     """
 
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(
-            f"Cannot listen on {host}:{port}: {reason}. Choose another port (0 picks a free "
-            "one) or host, or stop the process using it."
-        )
+    def __init__(
+        self, host: str, port: int, reason: str, *, fix: str | None = None, in_use: bool = False
+    ) -> None:
+        if fix is None:
+            fix = (
+                "Choose another port (0 picks a free one), or stop the process using it."
+                if in_use
+                else "Choose another host or port (0 picks a free one)."
+            )
+        super().__init__(f"Cannot listen on {host}:{port}: {reason}. {fix}")
         self.host = host
         self.port = port
+        self.in_use = in_use

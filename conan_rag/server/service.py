@@ -33,6 +33,11 @@ from conan_rag.registry import load_encoder
 from conan_rag.server.errors import ApiError
 
 INLINE_CHARS = 16384  # requests up to this many characters are tokenized on the event loop
+# A text longer than max_seq_length * this many characters is first cut there, and the cut kept
+# only where it leaves the truncated tokens as they were (else a 4x longer cut is tried): a
+# 20 MB text costs what its first few thousand characters cost, not gigabytes of tokens.
+CHARS_PER_TOKEN = 16
+CUT_GROWTH = 4
 
 
 class EmbeddingService:
@@ -67,24 +72,78 @@ class EmbeddingService:
         encodings = self._counter.encode_batch_fast(self.prepare(texts, kind))
         return [len(e.ids) for e in encodings]
 
-    async def acount(self, texts: list[str], kind: Kind) -> list[int]:
-        """:meth:`count`, on the event loop for small requests, else in a worker thread."""
+    def measure(self, texts: list[str], kind: Kind) -> tuple[list[str], list[int]]:
+        """The texts to embed, each cut where that keeps its truncated tokens, and their tokens.
+
+        A text over ``max_seq_length * CHARS_PER_TOKEN`` characters is replaced by a prefix
+        whose truncated tokens are exactly those of the whole text (see :meth:`_keeps_tokens`);
+        its count (the prefix's, over ``max_seq_length``) then says only that it is too long.
+
+        Example:
+            >>> from conan_rag import load_encoder
+            >>> service = EmbeddingService(load_encoder("sentence-transformers/all-MiniLM-L6-v2"))
+            >>> text = "one more word " * 10_000
+            >>> cut, lengths = service.measure([text, "hi"], "document")
+            >>> len(cut[0]) < len(text), lengths[0] > 256, lengths[1]
+            (True, True, 3)
+            >>> service.encoder.tokenize(cut[:1]) == service.encoder.tokenize([text])
+            True
+        """
+        out = list(texts)
+        lengths: list[int | None] = [None] * len(texts)
+        bound = self.max_seq_length * CHARS_PER_TOKEN
+        long = [i for i, t in enumerate(texts) if len(t) > bound]
+        while long:
+            prefixes = [texts[i][:bound] for i in long]
+            encodings = self._counter.encode_batch(self.prepare(prefixes, kind))
+            retry = []
+            for i, prefix, encoding in zip(long, prefixes, encodings):
+                if self._keeps_tokens(encoding.word_ids):
+                    out[i], lengths[i] = prefix, len(encoding.ids)
+                else:
+                    retry.append(i)
+            bound *= CUT_GROWTH
+            long = [i for i in retry if len(texts[i]) > bound]
+        rest = [i for i, n in enumerate(lengths) if n is None]
+        for i, n in zip(rest, self.count([out[i] for i in rest], kind)):
+            lengths[i] = n
+        return out, [n or 0 for n in lengths]
+
+    def _keeps_tokens(self, word_ids: list[int | None]) -> bool:
+        """Whether a prefix's truncated tokens are those of the whole text it was cut from.
+
+        The tokenizer splits text into words (whitespace, punctuation, CJK characters) and
+        tokenizes each alone, with character-local normalization: only the last word of a
+        prefix can differ from the whole text's. So the cut is safe when truncation keeps no
+        token of that word: the prefix has more tokens than are kept, the last kept one from an
+        earlier word. (A tokenizer without word splits has one word: never cut.)
+        """
+        content = [w for w in word_ids if w is not None]  # None: special tokens
+        kept = self.max_seq_length - (len(word_ids) - len(content))
+        return 0 < kept < len(content) and content[kept - 1] < content[-1]
+
+    async def ameasure(self, texts: list[str], kind: Kind) -> tuple[list[str], list[int]]:
+        """:meth:`measure`, on the event loop for small requests, else in a worker thread."""
         if len(texts) <= 256 and sum(len(t) for t in texts) <= INLINE_CHARS:
-            return self.count(texts, kind)
-        return await asyncio.to_thread(self.count, texts, kind)
+            return self.measure(texts, kind)
+        return await asyncio.to_thread(self.measure, texts, kind)
 
     def truncated(self, lengths: list[int]) -> int:
         """Tokens the model runs for texts of these lengths (each cut at max_seq_length)."""
         limit = self.max_seq_length
         return sum(min(n, limit) for n in lengths)
 
-    def check_length(self, lengths: list[int], field: str) -> None:
-        """Refuse (413) texts over max_seq_length, for requests that forbid truncation."""
+    def check_length(self, lengths: list[int], field: str, cut: list[bool]) -> None:
+        """Refuse (413) texts over max_seq_length, for requests that forbid truncation.
+
+        ``cut`` says which texts :meth:`measure` cut (their count is a lower bound).
+        """
         for index, n in enumerate(lengths):
             if n > self.max_seq_length:
+                has = f"more than {self.max_seq_length}" if cut[index] else str(n)
                 raise ApiError(
                     413,
-                    f"{field}[{index}] has {n} tokens (prompt and special tokens included); "
+                    f"{field}[{index}] has {has} tokens (prompt and special tokens included); "
                     f"the model takes at most {self.max_seq_length}. Shorten it, or send "
                     "truncate=true to embed its first tokens.",
                     param=field,

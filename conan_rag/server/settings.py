@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_DRAIN_S",
     "DEFAULT_HOST",
     "DEFAULT_MAX_INPUTS",
+    "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_PORT",
     "LOG_LEVELS",
     "QUEUED_BUDGETS",
@@ -36,6 +37,10 @@ __all__ = [
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_INPUTS = 2048  # OpenAI's own cap on texts per request
+# The largest request body read (more: 413 before it is parsed). TEI's default is 2 MB for 32
+# texts; 2048 texts of 512 tokens need about 4 MiB of English, or about 9 MiB of Chinese sent
+# with JSON's \u escapes (6 bytes a character): 16 MiB refuses none of those.
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 # Without max_queued_tokens: this many of the encoder's token budgets may wait (admitted, not yet
 # answered). The queue runs at most 4 budgets per cycle, so a full queue is about 4 cycles of
 # work: seconds on a CPU (8192-token budget: 131072 tokens) or a GPU (65536: ~1M tokens).
@@ -91,12 +96,16 @@ class ServerSettings(Settings):
             but ``/health`` and ``/metrics``); default ``$CONAN_RAG_API_KEY``; ``None``: open.
             Never shown by ``repr`` (but in :meth:`to_dict`: do not log that).
         max_inputs: the most texts in one request (more: 413).
+        max_request_bytes: the largest request body read (more: 413, before it is parsed).
         max_queued_tokens: the most tokens admitted and not yet answered (more: 429 with
             ``Retry-After``); ``None``: :data:`QUEUED_BUDGETS` times the encoder's token budget.
-            A request arriving at an empty queue is always admitted, however large.
+            A request arriving at an empty queue is always admitted, however large: one over a
+            quarter of the limit is served in slices of that many tokens, and only its slices
+            in flight count, so other requests are admitted and served between them.
         strict_model: answer 404 to a request naming another model (default: serve it, log it).
         log_level: uvicorn's and conan-rag's log level (``"info"`` logs every request).
-        drain_s: on SIGTERM, the longest to wait for requests in flight before exiting.
+        drain_s: on SIGTERM, the longest to wait for requests in flight; those still running
+            then are answered 503 and the process exits.
     """
 
     model: str = DEFAULT_MODEL
@@ -107,6 +116,7 @@ class ServerSettings(Settings):
     port: int = DEFAULT_PORT
     api_key: str | None = field(default_factory=_env_api_key, repr=False)
     max_inputs: int = DEFAULT_MAX_INPUTS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_queued_tokens: int | None = None
     strict_model: bool = False
     log_level: str = "warning"
@@ -118,6 +128,7 @@ class ServerSettings(Settings):
         """A port in [0, 65535], positive limits, a known log level, a drain time >= 0."""
         check_int("port", self.port, 0, maximum=65535)
         check_int("max_inputs", self.max_inputs)
+        check_int("max_request_bytes", self.max_request_bytes)
         check_int("max_queued_tokens", self.max_queued_tokens, allow_none=True)
         check_choice("log_level", self.log_level, LOG_LEVELS)
         check_float("drain_s", self.drain_s, 0)

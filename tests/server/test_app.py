@@ -1,9 +1,11 @@
 """`conan-rag serve` as real server processes, driven by the clients people use with it.
 
-Two servers (all-MiniLM-L6-v2, cpu, float32) start once, side by side: ``main`` with an API key
+Three servers (all-MiniLM-L6-v2, cpu, float32) start once, side by side: ``main`` with an API key
 (from $CONAN_RAG_API_KEY) and default limits; ``strict`` on 0.0.0.0 without a key (a warning),
 with --strict-model and a tiny --max-queued-tokens for the error rows, and stopped by SIGTERM in
-the last test. Vectors are compared with the in-process float32 encoder (cos >= 0.9999).
+the SIGTERM test; ``limits`` with a 1 MB body cap, 4096 queued tokens (slices of 1024) and a 1 s
+drain limit, for issue 23's rows (big bodies, big requests, SIGTERM past the drain limit).
+Vectors are compared with the in-process float32 encoder (cos >= 0.9999).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ KEY = "server-test-key"
 START_S = 180
 TEXTS = [*sts_english(24), *sts_chinese(4), "emoji 🙂 text", ""]
 LONG = " ".join(sts_english(60))  # beyond 256 tokens
+DASHES = "-" * 300  # 300 tokens in 300 bytes: many truncated tokens per byte
 
 
 @dataclass
@@ -77,6 +80,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
         "strict": _start(
             ["--host", "0.0.0.0", "--strict-model", "--max-queued-tokens", "64"],
             logs / "strict.log",
+            {k: v for k, v in env.items() if k != "CONAN_RAG_API_KEY"},
+        ),
+        "limits": _start(
+            ["--max-request-bytes", "1000000", "--max-queued-tokens", "4096", "--drain-s", "1"],
+            logs / "limits.log",
             {k: v for k, v in env.items() if k != "CONAN_RAG_API_KEY"},
         ),
     }
@@ -279,12 +287,13 @@ def test_strict_model_and_queue_full(servers: dict[str, Server]) -> None:
 class _in_flight:
     """Send a request in a thread; enter once the server counts it in flight."""
 
-    def __init__(self, url: str, texts: list[str]) -> None:
-        self.url, self.texts = url, texts
+    def __init__(self, url: str, texts: list[str], key: str | None = KEY) -> None:
+        self.url, self.texts, self.key = url, texts, key
         self.result: dict[str, httpx.Response] = {}
 
     def _send(self) -> None:
-        self.result["response"] = _post(self.url, "/v1/embeddings", {"input": self.texts})
+        body = {"input": self.texts, "encoding_format": "float"}
+        self.result["response"] = _post(self.url, "/v1/embeddings", body, key=self.key)
 
     def __enter__(self) -> dict[str, httpx.Response]:
         self.thread = threading.Thread(target=self._send)
@@ -416,3 +425,82 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(servers: dict[str, S
     assert strict.proc.wait(timeout=60) == 0
     assert strict.proc.stdout is not None
     assert "conan-rag serve: stopped on SIGTERM" in strict.proc.stdout.read()
+
+
+def test_a_body_over_the_cap_is_refused_413_before_it_is_read(servers: dict[str, Server]) -> None:
+    url = servers["limits"].url
+    big = {"input": "word " * 250_000}  # 1.25 MB
+    refused = _error(httpx.post(f"{url}/v1/embeddings", json=big, timeout=120), 413)
+    assert refused["code"] == "request_too_large" and "at most 1,000,000" in str(refused["message"])
+    assert "--max-request-bytes" in str(refused["message"])
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"input": "'
+        for _ in range(25):
+            yield b"word " * 10_000
+        yield b'"}'
+
+    response = httpx.post(f"{url}/embed", content=chunked(), timeout=120)
+    assert "more than 1,000,000 bytes" in str(_error(response, 413)["message"])
+    assert _post(url, "/v1/embeddings", {"input": "still serving"}, key=None).is_success
+
+
+def test_a_long_text_is_cut_before_tokenizing_with_its_vector_unchanged(
+    main_url: str, local: conan_rag.Encoder
+) -> None:
+    from conan_rag.server.service import EmbeddingService
+
+    service = EmbeddingService(local)
+    texts = [LONG * 40, "x" * 200_000, DASHES * 100, ("word" + " " * 40) * 3000, "hi"]
+    cut, lengths = service.measure(texts, "document")
+    assert [len(c) < len(t) for c, t in zip(cut, texts)] == [True, False, True, True, False]
+    assert local.tokenize(cut) == local.tokenize(texts)  # the same truncated tokens
+    assert lengths[0] > 256 and lengths[-1] == 3
+    want = local.encode(texts[:1])
+    served = _post(main_url, "/v1/embeddings", {"input": texts[:1], "encoding_format": "float"})
+    _same([served.json()["data"][0]["embedding"]], want)
+    assert served.json()["usage"]["prompt_tokens"] == 256
+    tei = _error(_post(main_url, "/embed", {"inputs": ["ok", texts[0]], "truncate": False}), 413)
+    assert "inputs[1] has more than 256 tokens" in str(tei["message"])
+
+
+def test_a_request_over_a_slice_is_served_in_slices_letting_others_through(
+    servers: dict[str, Server], local: conan_rag.Encoder
+) -> None:
+    url = servers["limits"].url  # 4096 queued tokens: slices of 1024; this request holds 4,096
+    texts = [f"{i} {DASHES}" for i in range(16)]
+    with _in_flight(url, texts, key=None) as big:
+        small = _post(url, "/v1/embeddings", {"input": "a small query"}, key=None)
+        assert small.status_code == 200, small.text  # before: 429, the queue held 4,096 tokens
+        assert "response" not in big  # answered while the big one still runs
+    assert big["response"].status_code == 200
+    assert big["response"].json()["usage"]["prompt_tokens"] == 16 * 256
+    data = big["response"].json()["data"]
+    _same([d["embedding"] for d in data], local.encode(texts))
+
+
+def test_sigterm_past_the_drain_limit_answers_503_and_counts_the_cut(
+    servers: dict[str, Server],
+) -> None:
+    limits = servers["limits"]  # --drain-s 1; this request needs about 2 min on 2 cores
+    with _in_flight(limits.url, [DASHES] * 2048, key=None) as big:
+        limits.proc.send_signal(signal.SIGTERM)
+    error = _error(big["response"], 503)
+    assert error["code"] == "server_stopping" and "drain limit (1 s)" in str(error["message"])
+    assert limits.proc.wait(timeout=60) == 0  # a hang guard far below the request's own time
+    assert limits.proc.stdout is not None
+    line = limits.proc.stdout.read()
+    assert "stopped on SIGTERM; 1 request(s) still running at the drain limit (1 s" in line
+    assert "were answered." not in line.replace("others in flight were answered", "")
+    assert "Traceback" not in limits.log() and "CancelledError" not in limits.log()
+
+
+def test_bind_errors_name_the_real_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "203.0.113.7", "--port", "0", "--model", MINILM]) == 2
+    err = capsys.readouterr().err
+    assert "203.0.113.7 is not an address of this machine" in err and "0.0.0.0" in err
+    assert "stop the process using it" not in err
+    assert main(["serve", "--host", "no-such-host.invalid", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "the name 'no-such-host.invalid' does not resolve" in err
+    assert "Pass an IP address" in err and "stop the process using it" not in err
