@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,3 +183,13 @@ def popen_with_ctrl_c(command: list[str], **kwargs: Any) -> subprocess.Popen[byt
     """Start ``command`` with Ctrl-C live in it, even where this process ignores SIGINT."""
     with ctrl_c_live():
         return subprocess.Popen(command, **kwargs)
+
+
+def without_file_permissions_bypass() -> list[str]:
+    """Root ignores permission bits; run the child as root without that capability."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("running as root needs util-linux's setpriv to test read-only folders")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]

@@ -20,7 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,8 @@ from conan_rag.rag.store import (
     recorded_config,
 )
 from conan_rag.registry import load_encoder
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from conan_rag.rag.store.chroma import ClientAPI
@@ -215,8 +219,24 @@ class Pipeline:
         )
         report = run_ingest(task, inputs, prune=prune, engine=runner)
         if sink is None and self.lexical_path.exists():  # keep an index in use in step:
-            self.lexical.ensure(self.store, matrices=False)  # by delta; matrices at next search
+            self._catch_up()  # by delta; matrices at next search
         return report
+
+    def _catch_up(self) -> None:
+        """Bring the lexical index in step after a write; its failure never fails the ingest.
+
+        The chunks are stored by then: an index that cannot follow is derived data, rebuilt at
+        its next use.
+        """
+        try:
+            self.lexical.ensure(self.store, matrices=False)
+        except (sqlite3.Error, OSError) as exc:
+            logger.warning(
+                "The lexical index %s could not follow this ingest (%s); the chunks are stored "
+                "and the index is rebuilt at the next lexical search.",
+                self.lexical_path,
+                exc,
+            )
 
     def sync(
         self,

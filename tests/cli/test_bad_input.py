@@ -22,7 +22,7 @@ from conan_rag import load_encoder
 from conan_rag.cli import main
 from conan_rag.errors import InputPathError
 from conan_rag.rag.pipeline import Pipeline
-from tests.pipeline_helpers import popen_with_ctrl_c
+from tests.pipeline_helpers import popen_with_ctrl_c, without_file_permissions_bypass
 
 REPO = Path(__file__).resolve().parents[2]
 CONAN_RAG = Path(sys.executable).with_name("conan-rag")
@@ -214,16 +214,6 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
     assert sorted(zip(got["ids"], got["documents"])) == sorted(zip(want["ids"], want["documents"]))
 
 
-def _without_file_permissions_bypass() -> list[str]:
-    """Root ignores permission bits; run the child as root without that capability."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.fail("running as root needs util-linux's setpriv to test read-only folders")
-    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
-
-
 def test_db_that_is_a_file_or_read_only_gets_one_line(
     tmp_path: Path, conan_tiny: Path, capsys
 ) -> None:
@@ -248,7 +238,7 @@ def test_db_that_is_a_file_or_read_only_gets_one_line(
         for db in (readonly / "new_db", existing):
             done = subprocess.run(
                 [
-                    *_without_file_permissions_bypass(),
+                    *without_file_permissions_bypass(),
                     str(CONAN_RAG),
                     "ingest",
                     str(docs),

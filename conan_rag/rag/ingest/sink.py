@@ -122,7 +122,7 @@ class StoreSink:
             try:
                 self._changes.note(ids, ops)
             except sqlite3.Error as exc:  # the index then syncs in full: slower, still right
-                logger.warning("Cannot note the changed chunks (%s)", exc)
+                logger.info("Cannot note the changed chunks (%s): a full sync follows", exc)
                 self._changes = None
 
     def written_elsewhere(self, ids: Sequence[str]) -> None:
@@ -185,7 +185,7 @@ class StoreSink:
             try:
                 self._changes.close()
             except sqlite3.Error as exc:
-                logger.warning("Cannot close the changed chunks' notes (%s)", exc)
+                logger.info("Cannot close the changed chunks' notes (%s): a full sync follows", exc)
 
     def abort(self) -> None:
         """Nothing is kept between writes: every completed document stays complete.
@@ -202,7 +202,7 @@ def _open_changes(store: VectorStore, base: str) -> ChangeLog | None:
     try:
         return ChangeLog(path, store.version().partition(":")[0], base)
     except sqlite3.Error as exc:
-        logger.warning("Cannot keep notes of the changed chunks in %s (%s)", path, exc)
+        logger.info("No change notes in %s (%s): a full sync follows", path, exc)
         return None
 
 

@@ -37,14 +37,15 @@ import os
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from conan_rag.rag.search.changes import ChangeRun, forget_runs, read_run
+from conan_rag.rag.search.index_file import IndexFile
 from conan_rag.rag.search.tokens import TOKENIZER_VERSION, lexical_tokens, lexical_tokens_many
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ _CHUNKS = (
     "CREATE INDEX chunks_source ON chunks (source)",
 )
 Row = tuple[str, str, str, str, str]  # id, lexical text, hash, document key, source
+T = TypeVar("T")
 
 
 @dataclass
@@ -197,24 +199,40 @@ class LexicalIndex:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._ids: list[str] = []
         self._bm25: Any = None
         self._loaded = False  # whether the in-memory matrices were built in this process
         self._built: str | None = None  # and at which store version
-        with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            layout = f"{_SCHEMA}/{TOKENIZER_VERSION}"
-            if self._meta(db, "layout") != layout:  # another layout or other tokens: again
-                db.execute("DROP TABLE IF EXISTS chunks")
-                for statement in _CHUNKS:
-                    db.execute(statement)
-                self._set_meta(db, "layout", layout)
-                self._set_meta(db, _VERSION, "")
+        self._checked: str | None = None  # the store version the row count was checked at
+        self._store: VectorStore | None = None  # the store last ensured against (for healing)
+        self._file = IndexFile(self.path, self._setup, derived=(self.saved_path,))
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        """Create the tables; a chunks table in another layout (or other tokens) is dropped."""
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        layout = f"{_SCHEMA}/{TOKENIZER_VERSION}"
+        if self._meta(db, "layout") != layout:
+            db.execute("DROP TABLE IF EXISTS chunks")
+            for statement in _CHUNKS:
+                db.execute(statement)
+            self._set_meta(db, "layout", layout)
+            self._set_meta(db, _VERSION, "")
+        self._loaded, self._built, self._checked = False, None, None
 
     def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+        return self._file.connect()
+
+    def _healing(self, call: Callable[[], T]) -> T:
+        """Run ``call``; when the file turns out damaged or unwritable, heal, catch up, retry."""
+        try:
+            return call()
+        except (sqlite3.Error, OSError) as exc:
+            if not self._file.recover(exc):
+                raise
+        if self._store is not None:
+            self._ensure(self._store, matrices=False)
+        return call()
 
     @staticmethod
     def _meta(db: sqlite3.Connection, key: str) -> str | None:
@@ -245,12 +263,29 @@ class LexicalIndex:
         matrices are rebuilt. ``matrices=False`` brings the tokens in step only (an ingest does
         that; the next search builds the matrices, once, and saves them).
         """
+        self._store = store
+        self._healing(lambda: self._ensure(store, matrices=matrices))
+
+    def _ensure(self, store: VectorStore, *, matrices: bool) -> None:
         current = store.version()
         if self.version != current:
             if not self.apply_changes(store, current, matrices=matrices):
                 self.sync(store, matrices=matrices)
+        elif self._checked != current and self._count() != store.count():
+            logger.warning(
+                "The lexical index %s holds %d chunks, the collection %d; rebuilding it.",
+                self.path,
+                self._count(),
+                store.count(),
+            )
+            self.sync(store, matrices=matrices)
         elif matrices and (not self._loaded or self._built != current):
             self._rebuild()
+        self._checked = current
+
+    def _count(self) -> int:
+        with self._db() as db:
+            return int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 
     def apply_changes(self, store: VectorStore, current: str, *, matrices: bool = True) -> bool:
         """Apply the one closed write run that leads from the synced version to ``current``.
@@ -258,6 +293,8 @@ class LexicalIndex:
         Returns:
             False (nothing changed) when no such run explains every change; then sync.
         """
+        if self._file.in_memory:
+            return False  # the change notes live in the file: a full sync, in memory
         run = read_run(self.path, current.partition(":")[0])
         if run is None or not _explains(run, self.version, current):
             return False
@@ -371,7 +408,8 @@ class LexicalIndex:
         if ids:
             bm25 = bm25s.BM25()
             bm25.index([json.loads(r[1]) for r in rows], show_progress=False)
-            save(self.saved_path, ids, bm25, version)
+            if not self._file.in_memory:
+                save(self.saved_path, ids, bm25, version)
         return ids, bm25, version
 
     def __len__(self) -> int:
@@ -385,6 +423,9 @@ class LexicalIndex:
             >>> LexicalIndex(tempfile.mkdtemp() + "/x.sqlite").counts()
             {'chunks': 0, 'documents': 0, 'sources': 0}
         """
+        return self._healing(self._counts)
+
+    def _counts(self) -> dict[str, int]:
         with self._db() as db:
             chunks = int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
             docs = int(db.execute("SELECT COUNT(DISTINCT doc_key) FROM chunks").fetchone()[0])
@@ -401,6 +442,9 @@ class LexicalIndex:
             >>> LexicalIndex(tempfile.mkdtemp() + "/x.sqlite").keys_under(["/a.txt"], ["/docs"])
             []
         """
+        return self._healing(lambda: self._keys_under(sources, folders))
+
+    def _keys_under(self, sources: Iterable[str], folders: Iterable[str | Path]) -> list[str]:
         keys: set[str] = set()
         with self._db() as db:
             for source in set(sources):
@@ -416,8 +460,12 @@ class LexicalIndex:
 
     def tokens(self) -> dict[str, list[str]]:
         """Every chunk's stored tokens (for tests and diagnostics)."""
-        with self._db() as db:
-            return {i: json.loads(t) for i, t in db.execute("SELECT id, tokens FROM chunks")}
+
+        def read() -> dict[str, list[str]]:
+            with self._db() as db:
+                return {i: json.loads(t) for i, t in db.execute("SELECT id, tokens FROM chunks")}
+
+        return self._healing(read)
 
     def search(self, query: str, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` best chunks for ``query`` by BM25: (chunk id, score), best first.
@@ -426,7 +474,7 @@ class LexicalIndex:
         to bring the index in step with its store.
         """
         if not self._loaded:
-            self._rebuild()
+            self._healing(self._rebuild)
         bm25, ids = self._bm25, self._ids
         words = lexical_tokens(query)
         if bm25 is None or not words:
