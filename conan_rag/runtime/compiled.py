@@ -208,6 +208,65 @@ def _build(
     }
 
 
+def entry_key(model_fingerprint: str, dtype: str, limit: int) -> tuple[str, dict[str, Any]]:
+    """The cache entry's name and key for a model, dtype and compiled limit on this machine.
+
+    Example:
+        >>> name, key = entry_key("abc", "bfloat16", 512)
+        >>> name.startswith("abc-bfloat16-") and key["dtype"] == "bfloat16"
+        True
+    """
+    key = {
+        "model": model_fingerprint,
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "cpu": cache.cpu_signature(),
+        "buckets": f"{BUCKET}*k<= {limit}, batch<= {MAX_BATCH}",
+    }
+    return f"{model_fingerprint}-{dtype}-{cache.short_hash(key)}", key
+
+
+def _remove_stale(root: Path, stale: list[Path]) -> None:
+    for folder in stale:
+        cache.remove_entry(folder, "stale (built for another torch or CPU)")
+
+
+def _ensure_entry(
+    root: Path, name: str, key: dict[str, Any], stale: list[Path], build: Callable[[Path], Any]
+) -> tuple[dict[str, Any] | None, bool]:
+    """Build the entry (checking the cache is writable first); ``(manifest, built here)``.
+
+    Raises:
+        CacheNotWritableError: the cache folder cannot be written (nothing was compiled).
+    """
+    cache.require_writable(root)
+    _remove_stale(root, stale)
+    model, dtype = key["model"], key["dtype"]
+    logger.warning(
+        "Compiling model %s (%s) for this CPU into %s, once per machine...",
+        model,
+        dtype,
+        root / name,
+    )
+    built: list[bool] = []
+
+    def run(folder: Path) -> Any:
+        built.append(True)
+        return build(folder)
+
+    cache.write_entry(root, name, key, run)
+    return cache.check_entry(root, name, key)[0], bool(built)
+
+
+def _not_writable(
+    report: CompileReport, exc: cache.CacheNotWritableError, entry: Path, problem: str | None
+) -> None:
+    """compile='auto' on a cache it cannot repair: one warning, and the report says eager."""
+    what = f"is {problem}" if problem else "is missing (only entries for another torch or CPU)"
+    logger.warning("Compiled cache entry %s %s; running eager. %s", entry, what, exc)
+    report.reason = f"compiled cache not writable: {exc.folder}"
+
+
 def setup_compiled(
     transformer: nn.Module,
     *,
@@ -221,9 +280,10 @@ def setup_compiled(
 
     ``"off"``: eager. ``"auto"``: the cached package when this machine has an entry for the
     model (built by ``compile="inductor"`` or :meth:`~conan_rag.encoder.Encoder.warm_up`) that
-    passed the parity gate and measured faster; a corrupt or stale entry is rebuilt; no entry:
-    eager. ``"inductor"``: build the entry if missing (tens of seconds, once per machine),
-    then use it if it passed the parity gate.
+    passed the parity gate and measured faster; a corrupt or stale entry is rebuilt (when the
+    cache cannot be written: one warning, eager); no entry: eager. ``"inductor"``: build the
+    entry if missing (tens of seconds, once per machine), then use it if it passed the parity
+    gate.
 
     Args:
         transformer: the loaded transformer (eval mode, on the CPU).
@@ -236,6 +296,10 @@ def setup_compiled(
 
     Returns:
         ``(forward or None, longest compiled width, report)``.
+
+    Raises:
+        CacheNotWritableError: ``"inductor"`` needs to build an entry and the cache folder
+            cannot be written (raised before compiling).
     """
     report = CompileReport(choice)
     if choice == "off":
@@ -245,34 +309,38 @@ def setup_compiled(
     if limit < BUCKET:
         report.reason = "position limit below one bucket"
         return None, 0, report
-    key = {
-        "model": model_fingerprint,
-        "dtype": dtype,
-        "torch": torch.__version__,
-        "cpu": cache.cpu_signature(),
-        "buckets": f"{BUCKET}*k<= {limit}, batch<= {MAX_BATCH}",
-    }
-    prefix = f"{model_fingerprint}-{dtype}-"
-    name = prefix + cache.short_hash(key)
+    name, key = entry_key(model_fingerprint, dtype, limit)
     root = cache.cache_root()
     start = time.perf_counter()
     with _build_lock:
-        existed = (root / name).is_dir()
-        manifest = cache.read_entry(root, name, key)  # a corrupt entry is removed here
-        stale = cache.stale_entries(root, prefix, keep=name)
-        for folder in stale:
-            cache.remove_entry(folder, "stale (built for another torch or CPU)")
-        if manifest is None and choice == "auto" and not (existed or stale):
+        manifest, problem = cache.check_entry(root, name, key)
+        stale = cache.stale_entries(root, f"{model_fingerprint}-{dtype}-", keep=name)
+        if manifest is None and choice == "auto" and not (problem or stale):
             report.reason = "no compiled entry yet: Encoder.warm_up() builds one"
             return None, 0, report
-        if manifest is None:
-            logger.warning("Compiling %s (%s) for this CPU, once per machine...", prefix, dtype)
-            forward = _Forward(transformer, token_types).eval()
-            cache.write_entry(root, name, key, lambda d: _build(forward, limit, dtype, d, plain))
-            manifest = cache.read_entry(root, name, key)
-            report.cache = "built"
-        else:
+        if manifest is not None:
             report.cache = "hit"
+            if stale and cache.write_problem(root) is None:
+                _remove_stale(root, stale)
+        else:
+            forward = _Forward(transformer, token_types).eval()
+            try:
+                manifest, built = _ensure_entry(
+                    root, name, key, stale, lambda d: _build(forward, limit, dtype, d, plain)
+                )
+            except cache.CacheNotWritableError as exc:
+                if choice != "auto":
+                    raise
+                _not_writable(report, exc, root / name, problem)
+                return None, 0, report
+            report.cache = "built" if built else "hit"
+    return _use_entry(report, manifest, limit, start)
+
+
+def _use_entry(
+    report: CompileReport, manifest: dict[str, Any] | None, limit: int, start: float
+) -> tuple[Callable[..., torch.Tensor] | None, int, CompileReport]:
+    """Load the entry's package if it passed the gate (and, for ``"auto"``, measured faster)."""
     if manifest is None:
         report.reason = "the compiled entry could not be written"
         return None, 0, report
@@ -282,14 +350,16 @@ def setup_compiled(
     if not manifest["parity_ok"]:
         report.reason = f"failed the parity gate (min cos {report.parity_min_cos:.7f})"
         return None, 0, report
-    if choice == "auto" and report.speedup < 1 + MIN_GAIN:
+    if report.choice == "auto" and report.speedup < 1 + MIN_GAIN:
         report.reason = f"compiled measured {report.speedup:.2f}x eager at build"
         return None, 0, report
     try:
         runner = torch._inductor.aoti_load_package(str(Path(report.entry) / PACKAGE))
     except Exception as exc:  # noqa: BLE001 - a package this torch cannot load is never used
-        cache.remove_entry(Path(report.entry), f"unloadable ({type(exc).__name__}: {exc})")
-        report.reason = "the cached package did not load (removed; rebuilt next time)"
+        why = f"unloadable ({type(exc).__name__}: {exc})"
+        gone = cache.remove_entry(Path(report.entry), why)
+        fate = "removed; rebuilt next time" if gone else "could not be removed"
+        report.reason = f"the cached package did not load ({fate})"
         return None, 0, report
     report.mode, report.seconds = "inductor", time.perf_counter() - start
     return runner, limit, report

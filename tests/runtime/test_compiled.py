@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from conan_rag.runtime.backend import Backend
 from conan_rag.runtime.compile_cache import cache_root
 from conan_rag.runtime.compiled import PACKAGE
 from conan_rag.testing import build_conan_layout_model
+from tests.pipeline_helpers import without_file_permissions_bypass
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [
@@ -161,3 +163,55 @@ def test_bfloat16_compiled_is_correct(compiled: Backend, tiny: Path) -> None:
     assert bf16.compile_report.mode == "inductor", bf16.compile_report
     cos = (_embed(bf16, TEXTS) * _embed(compiled, TEXTS)).sum(axis=1)
     assert cos.min() >= 0.999, cos
+
+
+def test_a_read_only_cache_runs_eager_with_one_warning(
+    compiled: Backend, tiny: Path, tmp_path: Path
+) -> None:
+    """A corrupt entry in a cache that cannot be written: auto warns once and runs eager (the
+    entry left as it was), inductor raises before compiling; run without root's bypass."""
+    entry = Path(str(compiled.compile_report.entry))
+    home = tmp_path / "xdg"
+    copy = home / "conan_rag" / "compiled" / entry.name
+    shutil.copytree(entry, copy)
+    with (copy / PACKAGE).open("ab") as fh:
+        fh.write(b"corrupt")
+    before = sorted((p.name, p.stat().st_size) for p in copy.iterdir())
+    code = (
+        "import json, logging, sys\n"
+        "from conan_rag.model.spec import read_model_spec\n"
+        "from conan_rag.runtime.backend import Backend\n"
+        "from conan_rag.runtime.compile_cache import CacheNotWritableError\n"
+        "logging.basicConfig(level=logging.WARNING, format='WARN %(message)s')\n"
+        "from pathlib import Path\n"
+        "spec = read_model_spec(Path(sys.argv[1]))\n"
+        "auto = Backend(spec, 'cpu', 'float32', compile='auto')\n"
+        "out = {'auto': auto.compiled is None, 'reason': auto.compile_report.reason}\n"
+        "try:\n"
+        "    Backend(spec, 'cpu', 'float32', compile='inductor')\n"
+        "except CacheNotWritableError as exc:\n"
+        "    out['inductor'] = str(exc)\n"
+        "print(json.dumps(out))\n"
+    )
+    folders = [home, home / "conan_rag", copy.parent, copy]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        result = subprocess.run(
+            [*without_file_permissions_bypass(), sys.executable, "-c", code, str(tiny)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "XDG_CACHE_HOME": str(home), "PYTHONPATH": str(ROOT)},
+            timeout=300,
+        )
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["auto"] is True and "not writable" in out["reason"], out
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARN ")]
+    assert len(warnings) == 1 and "running eager" in warnings[0], result.stderr[-2000:]
+    assert "corrupt" in warnings[0] and "XDG_CACHE_HOME" in warnings[0]
+    assert "not writable" in out["inductor"] and str(copy.parent) in out["inductor"], out
+    assert sorted((p.name, p.stat().st_size) for p in copy.iterdir()) == before  # untouched
