@@ -177,11 +177,19 @@ class ModelRunner(ForkAware):
         max_length: int,
         truncation: bool | str,
         token_types: bool,
-    ) -> Any:
-        """The tokenizer's output for ``first`` (and ``second``: pairs), one call at a time."""
+    ) -> dict[str, list[list[int]]]:
+        """Token ids (and type ids) for ``first`` (and ``second``: pairs), one call at a time.
+
+        Fast tokenizers are called as ``tokenizer(...)`` configures them (truncation, special
+        tokens) and their Rust ``encode_batch`` read for ids only: the same ids, without
+        transformers' per-text Python conversion (for 2,000 short texts, two thirds of the
+        time, and a 0.25 s stretch in which an event loop's thread could not get the GIL).
+        """
         self._check_process()
         with self._tokenizer_lock:  # fast tokenizers are not re-entrant ("Already borrowed")
-            return self.tokenizer(
+            if getattr(self.tokenizer, "is_fast", False):
+                return self._encode_fast(first, second, max_length, truncation, token_types)
+            encoded = self.tokenizer(
                 first,
                 second,
                 add_special_tokens=True,
@@ -191,6 +199,41 @@ class ModelRunner(ForkAware):
                 return_attention_mask=False,
                 return_token_type_ids=token_types,
             )
+            return dict(encoded)
+
+    def _encode_fast(
+        self,
+        first: list[str],
+        second: list[str] | None,
+        max_length: int,
+        truncation: bool | str,
+        token_types: bool,
+    ) -> dict[str, list[list[int]]]:
+        from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
+
+        tok = self.tokenizer
+        if isinstance(truncation, bool):
+            strategy = TruncationStrategy("longest_first" if truncation else "do_not_truncate")
+        else:
+            strategy = TruncationStrategy(truncation)
+        tok.set_truncation_and_padding(
+            padding_strategy=PaddingStrategy.DO_NOT_PAD,
+            truncation_strategy=strategy,
+            max_length=max_length,
+            stride=0,
+            pad_to_multiple_of=None,
+            padding_side=None,
+        )
+        backend = tok.backend_tokenizer
+        split = bool(getattr(tok, "split_special_tokens", False))
+        if backend.encode_special_tokens != split:
+            backend.encode_special_tokens = split
+        inputs: list[Any] = first if second is None else list(zip(first, second, strict=True))
+        encodings = backend.encode_batch(inputs, add_special_tokens=True)
+        out = {"input_ids": [e.ids for e in encodings]}
+        if token_types:
+            out["token_type_ids"] = [e.type_ids for e in encodings]
+        return out
 
     # -- forward ------------------------------------------------------------------------------
     def _padded(

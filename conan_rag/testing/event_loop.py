@@ -5,6 +5,11 @@ loop left free ticks at once; a loop the work blocks never ticks, and the wait g
 batch is then marked as not interleaved). No clock window is involved, so a busy machine only
 makes the test slower, never wrong.
 
+Work done on the loop itself outside the batches (tokenizing, converting vectors) is measured
+as the loop thread's own CPU time between two ticks (:meth:`LoopProbe.longest_block`): a
+loop that waits for the GIL or for a core on a busy machine ticks late but spends no CPU, so
+only work that really runs on the loop counts.
+
 Example:
     >>> import asyncio
     >>> probe = LoopProbe()
@@ -39,12 +44,14 @@ class LoopProbe:
         interleaved: per model batch, whether the loop ticked after it.
         threads: idents of the threads that ran model batches.
         stamps: ``time.perf_counter()`` of every tick.
+        cpu: the loop thread's ``time.thread_time()`` at every tick.
     """
 
     def __init__(self) -> None:
         self.interleaved: list[bool] = []
         self.threads: set[int] = set()
         self.stamps: list[float] = []
+        self.cpu: list[float] = []
         self._ticks = 0
         self._changed = threading.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -72,6 +79,7 @@ class LoopProbe:
                 self._ticks += 1
                 self._changed.notify_all()
             self.stamps.append(time.perf_counter())
+            self.cpu.append(time.thread_time())
             started.set()
 
     async def __aenter__(self) -> LoopProbe:
@@ -99,7 +107,17 @@ class LoopProbe:
             )
         return problems
 
-    def longest_stall(self, start: float, end: float) -> float:
-        """The longest time between ticks within ``[start, end]``."""
-        during = [s for s in self.stamps if start < s < end]
-        return float(np.diff([start, *during, end]).max())
+    @staticmethod
+    def mark() -> tuple[float, float]:
+        """``(perf_counter, thread_time)`` now; call it on the loop around the awaited work."""
+        return time.perf_counter(), time.thread_time()
+
+    def longest_block(self, start: tuple[float, float], end: tuple[float, float]) -> float:
+        """The most loop-thread CPU seconds between two ticks within ``[start, end]``.
+
+        Args:
+            start: :meth:`mark` on the loop before the work.
+            end: :meth:`mark` on the loop after it.
+        """
+        during = [c for s, c in zip(self.stamps, self.cpu, strict=True) if start[0] < s < end[0]]
+        return float(np.diff([start[1], *during, end[1]]).max())

@@ -157,8 +157,7 @@ class ConanEmbeddings(SharedEncoderMixin, BaseModel, Embeddings):
         return vectors.tolist()
 
     async def _aembed(self, texts: Sequence[str], kind: Kind) -> list[list[float]]:
-        vectors = await self._encoder.aencode(list(texts), kind=kind, normalize=self.normalize)
-        return vectors.tolist()
+        return await self._aencode_lists(list(texts), kind)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (with the document prompt).

@@ -125,14 +125,16 @@ async def test_aembed_documents_does_not_block_the_event_loop(
     probe = LoopProbe()
     monkeypatch.setattr(backend, "embed", probe.wrap(backend.embed))
     async with probe:
-        start = time.perf_counter()
+        start, cpu_start = probe.mark(), time.process_time()
         vectors = await emb.aembed_documents(texts)
-        end = time.perf_counter()
+        end, cpu = probe.mark(), time.process_time() - cpu_start
     assert len(vectors) == 2000 and len(vectors[0]) == emb.encoder.dim
     assert probe.failures(min_batches=10) == []
-    # And it stays responsive throughout: no stall is a large share of the embedding's time.
-    stall = probe.longest_stall(start, end)
-    assert stall < (end - start) / 4, f"a {stall:.2f}s stall in {end - start:.2f}s"
+    # Nor does work on the loop itself (tokenizing, list conversion) hold it for a large share
+    # of the job: the loop thread's own CPU seconds between two ticks, which a busy machine
+    # that delays the ticks does not inflate.
+    block = probe.longest_block(start, end)
+    assert block < cpu / 10, f"{block:.3f} CPU s on the loop at once, of {cpu:.2f} CPU s"
 
 
 def test_bfloat16_runs_and_stays_close_to_float32() -> None:

@@ -192,8 +192,7 @@ class ConanEmbedding(SharedEncoderMixin, BaseEmbedding):
         return self._encoder.encode(texts, kind=kind, normalize=self.normalize).tolist()
 
     async def _aembed(self, texts: list[str], kind: Kind) -> list[Embedding]:
-        vectors = await self._encoder.aencode(texts, kind=kind, normalize=self.normalize)
-        return vectors.tolist()
+        return await self._aencode_lists(list(texts), kind)
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([query], "query")[0]
