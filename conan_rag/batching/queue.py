@@ -255,6 +255,8 @@ class BatchQueue(ForkAware, Generic[RowT]):
             cycle = self._next_cycle()
             if cycle is None:
                 return
+            if not cycle:  # every waiting request was dropped (its caller gave up)
+                continue
             try:
                 self._serve(cycle)
             except BaseException as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import subprocess
 import sys
@@ -238,3 +239,35 @@ def test_process_with_a_busy_queue_exits_promptly(minilm_path: Path) -> None:
     finished = float(proc.stdout.strip().splitlines()[-1])
     assert exited - finished < 5.0, "the worker thread held up interpreter exit"
     assert "Traceback" not in proc.stderr
+
+
+def test_requests_cancelled_while_waiting_are_skipped_quietly(
+    minilm: Encoder,
+    pool: list[str],
+    reference: dict[str, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A cycle whose requests were all cancelled (a caller's Ctrl-C) is no worker failure."""
+    queue, backend = minilm.queue, minilm.backend
+    inside, release = threading.Event(), threading.Event()
+    embed = backend.embed
+
+    def held(*args: object, **kwargs: object) -> torch.Tensor:
+        inside.set()
+        assert release.wait(60)
+        return embed(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "embed", held)
+    first = queue.submit(minilm.tokenize(pool[:2]), wait_ms=0)
+    assert inside.wait(60)  # the worker is inside the first batch
+    monkeypatch.setattr(backend, "embed", embed)
+    later = [queue.submit(minilm.tokenize(pool[i : i + 2]), wait_ms=0) for i in range(2, 8, 2)]
+    for future in later:
+        assert future.cancel()
+    with caplog.at_level(logging.ERROR, logger="conan_rag.batching.queue"):
+        release.set()
+        vectors = torch.nn.functional.normalize(first.result(60), dim=-1).numpy()
+        assert _check(pool[:2], vectors, reference) >= 0.99999
+        assert _check(pool[8:11], minilm.encode(pool[8:11]), reference) >= 0.99999  # still serving
+    assert "batching worker failed" not in caplog.text
