@@ -114,6 +114,15 @@ def _summary(name: str, report: IngestReport, seconds: float) -> str:
     )
 
 
+def _export_summary(folder: str, report: IngestReport, seconds: float) -> str:
+    """What ``--to-parquet`` did: nothing was added to a collection, the vectors were written."""
+    documents = report.added + report.updated
+    return (
+        f"exported {documents} documents ({report.chunks_embedded} chunks) to {folder} in "
+        f"{seconds:.1f}s; `conan-rag load {folder}` stores them"
+    )
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """``conan-rag ingest PATH... [--prune] [--json]``: exit 1 when nothing could be stored."""
     missing = [p for p in args.paths if not Path(p).expanduser().exists()]
@@ -135,7 +144,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report.to_dict())
     else:
-        print(_summary(pipe.name, report, time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        if args.to_parquet is not None:
+            print(_export_summary(args.to_parquet, report, seconds))
+        else:
+            print(_summary(pipe.name, report, seconds))
         for path, reason in report.skipped:
             print(f"skipped {path}: {reason}")
         if report.explain():
@@ -236,8 +249,12 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``conan-rag info``."""
-    info = _open(args, write=False).info()
+    """``conan-rag info``: read from the store alone (no model is loaded)."""
+    from conan_rag.rag import collection_info
+
+    if args.chroma_url is None:
+        check_location(args.db, write=False)
+    info = collection_info(db=args.db, url=args.chroma_url, collection=_collection(args))
     if args.json:
         _print_json(info)
     else:

@@ -21,6 +21,7 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "Pipeline": "conan_rag.rag.pipeline",
     "MODEL_ENV": "conan_rag.rag.pipeline",
+    "collection_info": "conan_rag.rag.pipeline",
     "Answer": "conan_rag.rag.answer",
     "RetrievalOptions": "conan_rag.rag.search.retrieval",
     "Hit": "conan_rag.rag.search.retrieval",
@@ -65,6 +66,7 @@ __all__ = [
     "RetrievalOptions",
     "beir_documents",
     "beir_run",
+    "collection_info",
     "evaluate",
     "evaluation",
     "lexical_tokens",

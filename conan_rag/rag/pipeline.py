@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conan_rag.errors import ConanRagError
 from conan_rag.protocols import EncoderLike
 from conan_rag.rag.answer import Answer, build_prompt, call_llm, extractive_answer
 from conan_rag.rag.chunking import ChunkConfig, Chunker
@@ -46,6 +47,9 @@ from conan_rag.rag.sources import DocumentLike
 from conan_rag.rag.store import (
     DEFAULT_COLLECTION,
     DEFAULT_DB,
+    DIM_KEY,
+    FINGERPRINT_KEY,
+    MODEL_KEY,
     ChromaStore,
     batch_size,
     find_collection,
@@ -317,16 +321,70 @@ class Pipeline:
         """Collection name, model, dimension, fingerprint and counts of chunks/documents/sources.
 
         The counts come from :meth:`catalog` (index counts; the first call on a collection
-        without a lexical index builds it once).
+        without a lexical index builds it once). :func:`collection_info` gives the same
+        without a loaded model.
         """
-        counts = self.catalog().counts()
-        return {
-            "collection": self.name,
-            "model_id": self.encoder.model_id,
-            "dim": self.encoder.dim,
-            "fingerprint": self.encoder.fingerprint,
-            "max_seq_length": self.encoder.max_seq_length,
-            "chunks": self.store.count(),
-            "documents": counts["documents"],
-            "sources": counts["sources"],
+        encoder = self.encoder
+        model = {
+            "model_id": encoder.model_id,
+            "dim": encoder.dim,
+            "fingerprint": encoder.fingerprint,
+            "max_seq_length": encoder.max_seq_length,
         }
+        return _describe(self.store, self.catalog(), model)
+
+
+def collection_info(
+    *,
+    db: str | Path | None = None,
+    url: str | None = None,
+    collection: str = DEFAULT_COLLECTION,
+) -> dict[str, Any]:
+    """:meth:`Pipeline.info` from the store alone: the model facts the collection records.
+
+    No model is loaded, so it works where the recorded model folder has moved or the model
+    is not on this machine (``max_seq_length`` is then ``None`` unless the collection
+    recorded one).
+
+    Raises:
+        CollectionNotFoundError: no such collection (the message lists those there are).
+    """
+    client = open_client(db, url, write=False)
+    found = open_collection(client, collection, None, create=False)
+    folder = Path(db or DEFAULT_DB).expanduser().resolve() if url is None else None
+    store = ChromaStore(client, found, db=folder, url=url)
+    lexical = LexicalIndex(store.derived_path("lexical"))
+    lexical.ensure(store, matrices=False)
+    meta = found.metadata or {}
+    model = {
+        "model_id": meta.get(MODEL_KEY),
+        "dim": meta.get(DIM_KEY),
+        "fingerprint": meta.get(FINGERPRINT_KEY),
+        "max_seq_length": _recorded_max_seq_length(client, collection),
+    }
+    return _describe(store, lexical, model)
+
+
+def _recorded_max_seq_length(client: Any, collection: str) -> int | None:
+    """The recorded config's limit, else the recorded model's own (its JSON files only)."""
+    from conan_rag.model.files import resolve_model
+    from conan_rag.model.spec import read_model_spec
+
+    config = recorded_config(client, collection)
+    if config is None or config.max_seq_length is not None:
+        return None if config is None else config.max_seq_length
+    try:
+        return read_model_spec(resolve_model(config.model, config.revision)).max_seq_length
+    except (ConanRagError, OSError, ValueError):
+        return None
+
+
+def _describe(store: ChromaStore, lexical: LexicalIndex, model: dict[str, Any]) -> dict[str, Any]:
+    counts = lexical.counts()
+    return {
+        "collection": store.name,
+        **model,
+        "chunks": store.count(),
+        "documents": counts["documents"],
+        "sources": counts["sources"],
+    }

@@ -154,7 +154,9 @@ def test_progress_advances_per_batch_in_phases(tmp_path: Path, conan_tiny: Path,
     assert "Checking for changes" in err and "Embedding" in err and "chunks=" in err
 
 
-def _signal_once_written(child: subprocess.Popen[bytes], at_least: int, seen: bytearray) -> None:
+def _signal_once_written(
+    child: subprocess.Popen[bytes], at_least: int, seen: bytearray, signum: int = signal.SIGINT
+) -> None:
     """Read the child's stderr; send SIGINT once its bar says ``at_least`` chunks are written.
 
     Synchronised on the ingest's own state (the ``chunks=N`` it reports after each written
@@ -166,7 +168,7 @@ def _signal_once_written(child: subprocess.Popen[bytes], at_least: int, seen: by
         seen.extend(data)
         written = [int(n) for n in re.findall(rb"chunks=(\d+)", seen)]
         if not sent and written and max(written) >= at_least:
-            child.send_signal(signal.SIGINT)
+            child.send_signal(signum)
             sent = True
 
 
@@ -212,6 +214,51 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
     got = Pipeline(db=tmp_path / "db").collection.get(include=["documents"])
     want = Pipeline(db=tmp_path / "clean").collection.get(include=["documents"])
     assert sorted(zip(got["ids"], got["documents"])) == sorted(zip(want["ids"], want["documents"]))
+
+
+@pytest.mark.slow
+def test_sigterm_gives_the_ctrl_c_summary_and_exit_143(tmp_path: Path, minilm_path: Path) -> None:
+    """``docker stop``, systemd and ``timeout`` send SIGTERM: the same summary, nothing lost."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(30):
+        body = " ".join(f"Protein {i}-{j} binds gene {j} in cell line {i}." for j in range(40))
+        (docs / f"paper{i:02d}.txt").write_text(body, encoding="utf-8")
+    model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
+    command = [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), *model]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    seen = bytearray()
+    _signal_once_written(child, 1, seen, signal.SIGTERM)
+    child.wait(timeout=600)
+    err = seen.decode(errors="replace")
+    assert child.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "Terminated" not in err
+    message = err.strip().splitlines()[-1]
+    assert "stopped by SIGTERM;" in message and "Run the same command again to resume" in message
+    written = int(message.split("SIGTERM; ")[1].split(" chunks")[0])
+    assert written == Pipeline(db=tmp_path / "db").collection.count() > 0  # all of it is kept
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path, conan_tiny: Path) -> None:
+    """``conan-rag query ... | head -1``: no BrokenPipeError traceback, exit 141."""
+    docs = _docs(tmp_path / "docs")
+    db = str(tmp_path / "db")
+    assert main(_ingest(str(docs), "--db", db, "--model", str(conan_tiny))) == 0
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is printed
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(CONAN_RAG), "query", "cells", "--db", db, "--k", "3"],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    os.close(write)
+    assert done.returncode == 141, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
 
 
 def test_db_that_is_a_file_or_read_only_gets_one_line(
@@ -349,3 +396,95 @@ def test_nothing_to_add_says_what_was_found(tmp_path: Path, conan_tiny: Path, ca
     assert main(_ingest(str(empty), "--db", db)) == 1
     out = capsys.readouterr().out
     assert "2 empty" in out and "2 had no text" in out and "zero.txt" in out
+
+
+def test_info_needs_no_model_even_when_the_recorded_folder_moved(
+    tmp_path: Path, conan_tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(conan_tiny, model)
+    db = str(tmp_path / "db")
+    docs = _docs(tmp_path / "docs", count=3)
+    assert main(_ingest(str(docs), "--db", db, "--model", str(model))) == 0
+    capsys.readouterr()
+    want = Pipeline(db=db).info()  # loads the recorded model
+    assert main(["info", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == want
+    model.rename(tmp_path / "moved")
+    assert main(["info", "--db", db, "--json"]) == 0
+    captured = capsys.readouterr()
+    got = json.loads(captured.out)
+    assert got == {**want, "max_seq_length": None}, captured.err
+    assert got["documents"] == 3 and got["model_id"] == str(model)
+    assert main(["info", "--db", db]) == 0
+    assert "fingerprint" in capsys.readouterr().out
+
+
+def test_writing_to_an_existing_collection_prints_no_chroma_warning(
+    tmp_path: Path, conan_tiny: Path
+) -> None:
+    """Chroma rebuilds the recorded embedding function on every write: it must know it."""
+    db, docs = str(tmp_path / "db"), _docs(tmp_path / "docs")
+    assert main(_ingest(str(docs), "--db", db, "--model", str(conan_tiny))) == 0
+    (docs / "new.md").write_text("A new note about 细胞.", encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    python = [sys.executable, "-W", "error::UserWarning", "-m", "conan_rag.cli"]
+    done = subprocess.run(
+        [*python, "ingest", str(docs), "--db", db, "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 added" in done.stdout and "Could not reconstruct" not in done.stderr
+
+
+def test_each_skip_is_one_line_without_third_party_noise(tmp_path: Path, conan_tiny: Path) -> None:
+    docs = _docs(tmp_path / "docs", count=1)
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not a pdf")  # pypdf: "EOF marker not found"
+    (docs / "blob.txt").write_bytes(b"\x00\x01binary" * 300)
+    db = str(tmp_path / "db")
+    done = subprocess.run(
+        [str(CONAN_RAG), "ingest", str(docs), "--db", db, "--model", str(conan_tiny)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    everything = done.stdout + done.stderr
+    for name in ("broken.pdf", "blob.txt"):
+        assert everything.count(name) == 1, everything
+    assert "EOF marker" not in everything and "Skipping" not in everything
+
+
+def test_load_of_a_damaged_export_names_the_file_and_creates_nothing(
+    tmp_path: Path, conan_tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conan_rag import load_encoder
+    from conan_rag.rag.ingest import LocalEngine
+
+    staging = Pipeline(load_encoder(str(conan_tiny), device="cpu"), db=tmp_path / "staging")
+    export = tmp_path / "export"
+    staging.ingest([_docs(tmp_path / "docs", count=3)], engine=LocalEngine(), to_parquet=export)
+    files = sorted((export / "chunks").glob("*.parquet"))
+    assert files
+    cases = {
+        "truncated": (lambda f: os.truncate(f, f.stat().st_size // 2), "is damaged"),
+        "missing": (lambda f: f.unlink(), "is missing"),
+    }
+    for name, (damage, said) in cases.items():
+        copy = tmp_path / name
+        shutil.copytree(export, copy)
+        damage(copy / "chunks" / files[0].name)
+        db = tmp_path / f"db-{name}"
+        assert main(["load", str(copy), "--db", str(db), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{files[0].name} {said}" in err, err
+        assert "--db" not in err and "Traceback" not in err
+        assert not db.exists()  # nothing created
+    assert main(["load", str(tmp_path / "nowhere"), "--db", str(tmp_path / "db")]) == 2
+    err = capsys.readouterr().err
+    assert "no such folder" in err and "not a conan-rag export" not in err
+    assert main(["load", str(export), "--db", str(tmp_path / "db"), "--no-progress"]) == 0

@@ -160,6 +160,7 @@ class ParquetExport:
             "collection_metadata": collection_metadata(self.encoder),
             "deletions": list(dict.fromkeys(self.deletions)),
             "counts": counts,
+            "files": _file_rows(self.chunks),  # what a load checks before it stores anything
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / (MANIFEST + ".tmp")
@@ -192,6 +193,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         StoreError: no manifest (not an export, or an unfinished one), or an unknown format.
     """
     path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        what = "it is a file" if path.exists() else "no such folder"
+        raise _error(path, what, "pass the folder `conan-rag ingest ... --to-parquet DIR` wrote")
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -204,7 +208,41 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise _error(path, f"{MANIFEST} cannot be read ({exc})", "export again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _error(path, f"{MANIFEST} is not export format {FORMAT}", "export again")
+    _check_files(path, manifest)
     return manifest
+
+
+def _file_rows(chunks: Path) -> dict[str, int]:
+    """Each Parquet file's name and row count, read from its footer."""
+    import pyarrow.parquet as pq
+
+    return {p.name: pq.read_metadata(p).num_rows for p in sorted(chunks.glob("*.parquet"))}
+
+
+def _check_files(path: Path, manifest: dict[str, Any]) -> None:
+    """Every Parquet file whole (footer readable) and, where recorded, present with its rows.
+
+    Costs one footer read per file, not a read of the rows.
+
+    Raises:
+        StoreError: a file is truncated or unreadable, missing, or holds other rows.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    found: dict[str, int] = {}
+    for file in sorted((path / CHUNKS).glob("*.parquet")):
+        try:
+            found[file.name] = pq.read_metadata(file).num_rows
+        except (pa.ArrowException, OSError) as exc:
+            problem = f"{CHUNKS}/{file.name} is damaged ({str(exc).split('. ')[0]})"
+            raise _error(path, problem, "export again") from None
+    for name, rows in dict(manifest.get("files") or {}).items():
+        if name not in found:
+            raise _error(path, f"{CHUNKS}/{name} is missing", "export again")
+        if found[name] != rows:
+            problem = f"{CHUNKS}/{name} holds {found[name]} rows, not {rows}"
+            raise _error(path, problem, "export again")
 
 
 def _scan(chunks: Path, columns: list[str], kind: str | None = None) -> Iterator[Batch]:

@@ -424,7 +424,7 @@ class Planner:
                 read.add(source_of(unit))
             except LoaderError as exc:
                 self.report.skipped.append((source_of(unit), exc.reason))
-                logger.warning("Skipping %s", exc)
+                logger.info("Skipping %s", exc)  # the report lists it: one line per skip
             self.progress.advance()
         return out, read
 

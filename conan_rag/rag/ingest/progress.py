@@ -87,7 +87,7 @@ class Progress:
                 self._bar = tqdm(
                     total=total,
                     desc=DESCRIPTIONS.get(name, name),
-                    unit=unit,
+                    unit=f" {unit}s",  # "3 files", "120 files/s"
                     unit_scale=unit == "char",
                     dynamic_ncols=True,
                 )
@@ -101,7 +101,8 @@ class Progress:
             if self._bar is not None:
                 self._bar.update(amount)
                 if chunks:
-                    self._bar.set_postfix(chunks=self.chunks, refresh=False)
+                    # a string: tqdm writes numbers in a postfix as "2e+04"
+                    self._bar.set_postfix_str(f"chunks={self.chunks}", refresh=False)
             self._emit()
 
     def close(self) -> None:

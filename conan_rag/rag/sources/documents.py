@@ -20,6 +20,7 @@ import gzip
 import html.parser
 import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,6 +279,9 @@ def _read_pdf(path: Path) -> Document:
         raise LoaderError(
             path, "reading PDF needs pypdf: pip install 'conan-rag[rag]' (or pypdf)"
         ) from None
+    # pypdf logs what it recovers from ("EOF marker not found") as warnings; a file it cannot
+    # read is skipped with its reason, so those lines are noise around the skip line.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     reader = PdfReader(str(path))
     pages = [(page.extract_text() or "").strip() for page in reader.pages]
     title = ""

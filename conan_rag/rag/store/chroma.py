@@ -296,6 +296,12 @@ def open_collection(
         CollectionMismatchError: the collection was built by another encoder (nothing written).
         CollectionNotFoundError: ``create`` is false and the collection does not exist.
     """
+    if encoder is not None:
+        # Registers "conan-rag" with Chroma before it reads the collection's schema (on every
+        # write), so it rebuilds the recorded function (the shared encoder) instead of warning
+        # "Could not reconstruct embedding function conan-rag ... Setting to None". Without an
+        # encoder (info) nothing loads a model.
+        from conan_rag.chroma import ConanEmbeddingFunction
     collection = find_collection(client, name)
     if collection is not None:
         if encoder is not None:
@@ -303,7 +309,6 @@ def open_collection(
         return collection
     if not create or encoder is None:
         raise CollectionNotFoundError(name, [c.name for c in client.list_collections()])
-    from conan_rag.chroma import ConanEmbeddingFunction
 
     # Recording the embedding function lets plain chromadb query by text after
     # `import conan_rag.chroma`; the pipeline itself always passes vectors.
