@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,6 +32,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx
 
+from conan_rag.testing import start_serve_process
+
 REPO = Path(__file__).resolve().parent.parent
 START_S = 300
 MB = 1_000_000
@@ -41,21 +41,8 @@ MB = 1_000_000
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     """A server process and its URL, once it prints its ready line."""
-    command = [sys.executable, "-m", "conan_rag.cli", "serve", "--model", args.model]
-    command += ["--port", "0", "--device", args.device, "--dtype", args.dtype, *args.extra]
-    env = {k: v for k, v in os.environ.items() if k != "CONAN_RAG_API_KEY"}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            line = proc.stdout.readline()
-            print(line.strip())
-            return proc, line.rsplit(" ", 1)[1].strip()
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-    proc.terminate()
-    raise SystemExit(f"the server did not start in {START_S} s")
+    serve = ["--model", args.model, "--port", "0", "--device", args.device, "--dtype", args.dtype]
+    return start_serve_process([*serve, *args.extra], cwd=REPO, start_s=START_S)
 
 
 def status_kb(pid: int, field: str) -> int:

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import base64
 import os
-import select
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 
 from conan_rag import load_encoder
 from conan_rag.encoder import Encoder
+from conan_rag.testing import start_serve_process
 from tests.texts import sts_english
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,21 +49,8 @@ START_S = 300
 
 
 def start_server(args: argparse.Namespace, model: str) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "conan_rag.cli", "serve", "--model", model, "--port", "0"]
-    command += ["--device", args.device, "--dtype", args.dtype, "--log-level", "warning"]
-    env = {k: v for k, v in os.environ.items() if k != "CONAN_RAG_API_KEY"}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            line = proc.stdout.readline()
-            print(line.strip())
-            return proc, line.rsplit(" ", 1)[1].strip()
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-    proc.terminate()
-    raise SystemExit(f"the server did not start in {START_S} s")
+    serve = ["--model", model, "--port", "0", "--device", args.device, "--dtype", args.dtype]
+    return start_serve_process([*serve, "--log-level", "warning"], cwd=REPO, start_s=START_S)
 
 
 def decode(body: dict) -> np.ndarray:
