@@ -488,3 +488,15 @@ def test_load_of_a_damaged_export_names_the_file_and_creates_nothing(
     err = capsys.readouterr().err
     assert "no such folder" in err and "not a conan-rag export" not in err
     assert main(["load", str(export), "--db", str(tmp_path / "db"), "--no-progress"]) == 0
+
+
+def test_a_missing_rerank_model_gets_cross_encoder_advice(
+    tmp_path: Path, conan_tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, docs = str(tmp_path / "db"), _docs(tmp_path / "docs")
+    assert main(_ingest(str(docs), "--db", db, "--model", str(conan_tiny))) == 0
+    capsys.readouterr()
+    assert main(["query", "cells", "--db", db, "--rerank-model", "no-such/reranker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("conan-rag query: error: --rerank-model: Model 'no-such/reranker'")
+    assert "cross-encoder" in err and "pass --model" not in err, err
