@@ -172,13 +172,17 @@ def _signal_once_written(
             sent = True
 
 
-@pytest.mark.slow
-def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
-    tmp_path: Path, minilm_path: Path
-) -> None:
+def _signalled_ingest(
+    tmp_path: Path, minilm_path: Path, signum: int
+) -> tuple[list[str], dict[str, str], str, int]:
+    """An ingest of ~375 chunks (3 batches of 128) sent ``signum`` after its first write.
+
+    Returns:
+        The command, its environment, its last stderr line and its exit status.
+    """
     docs = tmp_path / "docs"
     docs.mkdir()
-    for i in range(30):  # ~375 chunks, 3 batches of 128: the signal comes after the first
+    for i in range(30):
         body = " ".join(f"Protein {i}-{j} binds gene {j} in cell line {i}." for j in range(40))
         (docs / f"paper{i:02d}.txt").write_text(body, encoding="utf-8")
     model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
@@ -186,12 +190,20 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     child = popen_with_ctrl_c(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     seen = bytearray()
-    _signal_once_written(child, 1, seen)
+    _signal_once_written(child, 1, seen, signum)
     child.wait(timeout=600)
     err = seen.decode(errors="replace")
-    assert child.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    message = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    assert "Terminated" not in err, err[-2000:]
+    return command, env, err.strip().splitlines()[-1], int(child.returncode)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
+    tmp_path: Path, minilm_path: Path
+) -> None:
+    command, env, message, status = _signalled_ingest(tmp_path, minilm_path, signal.SIGINT)
+    assert status == 130, message
     assert "interrupted;" in message and "Run the same command again to resume" in message
     written = int(message.split("interrupted; ")[1].split(" chunks")[0])
     assert written == Pipeline(db=tmp_path / "db").collection.count() > 0  # all of it is kept
@@ -219,22 +231,8 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
 @pytest.mark.slow
 def test_sigterm_gives_the_ctrl_c_summary_and_exit_143(tmp_path: Path, minilm_path: Path) -> None:
     """``docker stop``, systemd and ``timeout`` send SIGTERM: the same summary, nothing lost."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(30):
-        body = " ".join(f"Protein {i}-{j} binds gene {j} in cell line {i}." for j in range(40))
-        (docs / f"paper{i:02d}.txt").write_text(body, encoding="utf-8")
-    model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
-    command = [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), *model]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    seen = bytearray()
-    _signal_once_written(child, 1, seen, signal.SIGTERM)
-    child.wait(timeout=600)
-    err = seen.decode(errors="replace")
-    assert child.returncode == 143, err[-2000:]
-    assert "Traceback" not in err and "Terminated" not in err
-    message = err.strip().splitlines()[-1]
+    _, _, message, status = _signalled_ingest(tmp_path, minilm_path, signal.SIGTERM)
+    assert status == 143, message
     assert "stopped by SIGTERM;" in message and "Run the same command again to resume" in message
     written = int(message.split("SIGTERM; ")[1].split(" chunks")[0])
     assert written == Pipeline(db=tmp_path / "db").collection.count() > 0  # all of it is kept
