@@ -189,6 +189,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         name,
         write_batch=batch_size(client, None),
         progress=Progress(None, not args.no_progress),
+        manifest=manifest,
     )
     if args.json:
         _print_json(report.to_dict())

@@ -52,6 +52,7 @@ from conan_rag.rag.store import (
     MODEL_KEY,
     ChromaStore,
     batch_size,
+    config_in,
     find_collection,
     open_client,
     open_collection,
@@ -62,6 +63,7 @@ from conan_rag.registry import load_encoder
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from conan_rag.config import EncoderConfig
     from conan_rag.rag.store.chroma import ClientAPI
 
 MODEL_ENV = "CONAN_RAG_MODEL"
@@ -360,17 +362,16 @@ def collection_info(
         "model_id": meta.get(MODEL_KEY),
         "dim": meta.get(DIM_KEY),
         "fingerprint": meta.get(FINGERPRINT_KEY),
-        "max_seq_length": _recorded_max_seq_length(client, collection),
+        "max_seq_length": _recorded_max_seq_length(config_in(meta)),
     }
     return _describe(store, lexical, model)
 
 
-def _recorded_max_seq_length(client: Any, collection: str) -> int | None:
+def _recorded_max_seq_length(config: EncoderConfig | None) -> int | None:
     """The recorded config's limit, else the recorded model's own (its JSON files only)."""
     from conan_rag.model.files import resolve_model
     from conan_rag.model.spec import read_model_spec
 
-    config = recorded_config(client, collection)
     if config is None or config.max_seq_length is not None:
         return None if config is None else config.max_seq_length
     try:

@@ -180,35 +180,35 @@ class ModelRunner(ForkAware):
     ) -> dict[str, list[list[int]]]:
         """Token ids (and type ids) for ``first`` (and ``second``: pairs), one call at a time.
 
-        Fast tokenizers are called as ``tokenizer(...)`` configures them (truncation, special
-        tokens) and their Rust ``encode_batch`` read for ids only: the same ids, without
+        Fast tokenizers are configured as ``tokenizer(...)`` configures them (truncation,
+        special tokens) and their Rust ``encode_batch`` read for ids only: the same ids, without
         transformers' per-text Python conversion (for 2,000 short texts, two thirds of the
         time, and a 0.25 s stretch in which an event loop's thread could not get the GIL).
         """
         self._check_process()
         with self._tokenizer_lock:  # fast tokenizers are not re-entrant ("Already borrowed")
-            if getattr(self.tokenizer, "is_fast", False):
-                return self._encode_fast(first, second, max_length, truncation, token_types)
-            encoded = self.tokenizer(
-                first,
-                second,
-                add_special_tokens=True,
-                truncation=truncation,
-                max_length=max_length,
-                padding=False,
-                return_attention_mask=False,
-                return_token_type_ids=token_types,
-            )
-            return dict(encoded)
+            if not getattr(self.tokenizer, "is_fast", False):
+                encoded = self.tokenizer(
+                    first,
+                    second,
+                    add_special_tokens=True,
+                    truncation=truncation,
+                    max_length=max_length,
+                    padding=False,
+                    return_attention_mask=False,
+                    return_token_type_ids=token_types,
+                )
+                return dict(encoded)
+            backend = self._configured_backend(max_length, truncation)
+            inputs: list[Any] = first if second is None else list(zip(first, second, strict=True))
+            encodings = backend.encode_batch(inputs, add_special_tokens=True)
+        out = {"input_ids": [e.ids for e in encodings]}
+        if token_types:
+            out["token_type_ids"] = [e.type_ids for e in encodings]
+        return out
 
-    def _encode_fast(
-        self,
-        first: list[str],
-        second: list[str] | None,
-        max_length: int,
-        truncation: bool | str,
-        token_types: bool,
-    ) -> dict[str, list[list[int]]]:
+    def _configured_backend(self, max_length: int, truncation: bool | str) -> Any:
+        """The fast tokenizer's Rust tokenizer, set up as ``tokenizer(...)`` sets it up."""
         from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
 
         tok = self.tokenizer
@@ -228,12 +228,7 @@ class ModelRunner(ForkAware):
         split = bool(getattr(tok, "split_special_tokens", False))
         if backend.encode_special_tokens != split:
             backend.encode_special_tokens = split
-        inputs: list[Any] = first if second is None else list(zip(first, second, strict=True))
-        encodings = backend.encode_batch(inputs, add_special_tokens=True)
-        out = {"input_ids": [e.ids for e in encodings]}
-        if token_types:
-            out["token_type_ids"] = [e.type_ids for e in encodings]
-        return out
+        return backend
 
     # -- forward ------------------------------------------------------------------------------
     def _padded(

@@ -160,7 +160,7 @@ class ParquetExport:
             "collection_metadata": collection_metadata(self.encoder),
             "deletions": list(dict.fromkeys(self.deletions)),
             "counts": counts,
-            "files": _file_rows(self.chunks),  # what a load checks before it stores anything
+            "files": _file_rows(self.folder),  # what a load checks before it stores anything
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / (MANIFEST + ".tmp")
@@ -212,11 +212,23 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _file_rows(chunks: Path) -> dict[str, int]:
-    """Each Parquet file's name and row count, read from its footer."""
+def _file_rows(path: Path) -> dict[str, int]:
+    """Each Parquet file's name and row count in export ``path``, read from its footer.
+
+    Raises:
+        StoreError: a file is truncated or unreadable (named).
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return {p.name: pq.read_metadata(p).num_rows for p in sorted(chunks.glob("*.parquet"))}
+    rows: dict[str, int] = {}
+    for file in sorted((path / CHUNKS).glob("*.parquet")):
+        try:
+            rows[file.name] = pq.read_metadata(file).num_rows
+        except (pa.ArrowException, OSError) as exc:
+            problem = f"{CHUNKS}/{file.name} is damaged ({str(exc).split('. ')[0]})"
+            raise _error(path, problem, "export again") from None
+    return rows
 
 
 def _check_files(path: Path, manifest: dict[str, Any]) -> None:
@@ -227,16 +239,7 @@ def _check_files(path: Path, manifest: dict[str, Any]) -> None:
     Raises:
         StoreError: a file is truncated or unreadable, missing, or holds other rows.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    found: dict[str, int] = {}
-    for file in sorted((path / CHUNKS).glob("*.parquet")):
-        try:
-            found[file.name] = pq.read_metadata(file).num_rows
-        except (pa.ArrowException, OSError) as exc:
-            problem = f"{CHUNKS}/{file.name} is damaged ({str(exc).split('. ')[0]})"
-            raise _error(path, problem, "export again") from None
+    found = _file_rows(path)
     for name, rows in dict(manifest.get("files") or {}).items():
         if name not in found:
             raise _error(path, f"{CHUNKS}/{name} is missing", "export again")
@@ -274,6 +277,7 @@ def load_export(
     *,
     write_batch: int = 1000,
     progress: Progress | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> IngestReport:
     """Load an export into a collection: chunks, then each document's chunk 0, then deletions.
 
@@ -283,13 +287,14 @@ def load_export(
         collection: the collection to load into (created from the export's config if missing).
         write_batch: most records per write.
         progress: reports the loading phases.
+        manifest: what :func:`read_manifest` returned for ``folder`` (read here when omitted).
 
     Raises:
         StoreError: the folder is not a finished export.
         CollectionMismatchError: the collection records another model than the export's.
     """
     path = Path(folder).expanduser().resolve()
-    manifest = read_manifest(path)
+    manifest = manifest or read_manifest(path)
     sink = StoreSink(open_export_target(client, collection, manifest), write_batch)
     progress = progress or Progress()
     report = report_of(manifest, IngestReport())

@@ -271,12 +271,12 @@ class LexicalIndex:
         if self.version != current:
             if not self.apply_changes(store, current, matrices=matrices):
                 self.sync(store, matrices=matrices)
-        elif self._checked != current and self._count() != store.count():
+        elif self._checked != current and (held := self._count()) != (stored := store.count()):
             logger.warning(
                 "The lexical index %s holds %d chunks, the collection %d; rebuilding it.",
                 self.path,
-                self._count(),
-                store.count(),
+                held,
+                stored,
             )
             self.sync(store, matrices=matrices)
         elif matrices and (not self._loaded or self._built != current):

@@ -280,9 +280,19 @@ def find_collection(client: ClientAPI, name: str) -> Collection | None:
 def recorded_config(client: ClientAPI, name: str) -> EncoderConfig | None:
     """The encoder config a collection records (``None`` for a missing collection)."""
     collection = find_collection(client, name)
-    if collection is None or not collection.metadata or CONFIG_KEY not in collection.metadata:
+    return None if collection is None else config_in(collection.metadata)
+
+
+def config_in(metadata: Mapping[str, Any] | None) -> EncoderConfig | None:
+    """The encoder config in a collection's metadata (``None`` when it records none).
+
+    Example:
+        >>> config_in({}) is None
+        True
+    """
+    if not metadata or CONFIG_KEY not in metadata:
         return None
-    return EncoderConfig.from_dict(json.loads(str(collection.metadata[CONFIG_KEY])))
+    return EncoderConfig.from_dict(json.loads(str(metadata[CONFIG_KEY])))
 
 
 def open_collection(
