@@ -181,9 +181,10 @@ class ModelRunner(ForkAware):
         """Token ids (and type ids) for ``first`` (and ``second``: pairs), one call at a time.
 
         Fast tokenizers are configured as ``tokenizer(...)`` configures them (truncation,
-        special tokens) and their Rust ``encode_batch`` read for ids only: the same ids, without
-        transformers' per-text Python conversion (for 2,000 short texts, two thirds of the
-        time, and a 0.25 s stretch in which an event loop's thread could not get the GIL).
+        special tokens) and their Rust ``encode_batch`` read for ids only: the same ids, about
+        as fast, without transformers' per-text Python conversion, during which an event loop's
+        thread at times could not get the GIL for 0.2 s per 2,000 texts
+        (``benchmarks/tokenization.py`` prints the longest loop gap of each path).
         """
         self._check_process()
         with self._tokenizer_lock:  # fast tokenizers are not re-entrant ("Already borrowed")
