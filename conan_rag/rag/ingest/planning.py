@@ -369,6 +369,7 @@ class Planner:
         report.unsupported = dict(found.unsupported)
         report.hidden = found.hidden
         report.skipped.extend((path, f"cannot list it ({why})") for path, why in found.unreadable)
+        report.skipped.extend(found.skipped)
         self.progress.advance(len(found.files))
         return [*found.files, *units], found
 

@@ -21,6 +21,7 @@ import html.parser
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +250,7 @@ def read_file(path: str | Path) -> Iterator[DocumentLike]:
         LoaderError: the file is unreadable, corrupt, or of an unsupported type (raised when
             the offending part is reached, so a jsonl file may yield documents first).
     """
-    path = Path(path).resolve()
+    path = Path(os.path.abspath(path))  # a link is read under its own name, not its target's
     suffix = suffix_of(path)
     if suffix not in SUFFIXES:
         raise LoaderError(path, f"unsupported file type {suffix!r}; supported: {list(SUFFIXES)}")
