@@ -6,6 +6,11 @@ a sentence end (:mod:`conan_rag.rag.chunking.sentences`), on a word boundary, an
 last resort between two sub-word tokens — never inside a character. Positions come from the fast
 tokenizer's offset mapping, so ``char_start``/``char_end`` point at the chunk's exact text.
 
+A chunk also holds at most ``max_chars`` characters (:class:`ChunkConfig`): a token longer than
+an eighth of that (a line of base64, a 5 MB run without a space, which a WordPiece tokenizer
+makes one ``[UNK]``) is cut into pieces of that length first, and a chunk ends before the bound.
+On prose the bound never binds.
+
 Text is tokenized in windows of :data:`WINDOW_CHARS` characters, so memory stays bounded however
 long a document is: chunks are emitted while the window is still far from its end, and the next
 window starts where the first unfinished chunk starts. A document shorter than a window is cut
@@ -22,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
 import json
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from conan_rag.errors import ConanConfigError
 from conan_rag.rag.chunking.config import (
+    CHARS_PER_TOKEN,
     Chunk,
     ChunkConfig,
     Digest,
@@ -45,7 +52,7 @@ if TYPE_CHECKING:
 
 # Bump when the cutting algorithm or the hash changes: it is part of every document hash, so
 # stored chunks cut by an older algorithm are re-chunked (not kept as "unchanged").
-CHUNKER_VERSION = 3
+CHUNKER_VERSION = 4  # 4: the character bound (the chunks of prose are those of version 3)
 WINDOW_CHARS = 1 << 18  # characters tokenized at once
 _MARGIN_CHARS = 2048  # tokens this close to a window's end may tokenize differently: never used
 _Span = tuple[int, int, int]  # char start, char end, tokens
@@ -67,6 +74,8 @@ class Chunker:
     def __init__(self, encoder: EncoderLike, config: ChunkConfig | None = None) -> None:
         self.config = config or ChunkConfig()
         self.limit = self.config.max_tokens or encoder.max_seq_length
+        self.max_chars = self.config.max_chars or CHARS_PER_TOKEN * self.limit
+        self._piece = max(1, self.max_chars // 8)  # longer tokens are cut into such pieces
         if self.limit > encoder.max_seq_length:
             raise ConanConfigError(
                 f"max_tokens {self.limit} exceeds the encoder's max_seq_length "
@@ -128,7 +137,13 @@ class Chunker:
                 truncation=False,
                 return_offsets_mapping=True,
             )
-        return [(int(a), int(b)) for a, b in encoded["offset_mapping"] if b > a]
+        piece = self._piece
+        return [
+            (cut, min(cut + piece, int(b)))
+            for a, b in encoded["offset_mapping"]
+            if b > a
+            for cut in range(int(a), int(b), piece)
+        ]
 
     # -- hashing ----------------------------------------------------------------------------
     def digest(self, document: DocumentLike) -> Digest:
@@ -231,19 +246,22 @@ class Chunker:
             return [], (None if final else len(text))
         safe = n if final else sum(1 for _, b in offsets if b <= len(text) - _MARGIN_CHARS)
         priority = [self._priority(text, offsets, i) for i in range(n)]
+        ends = [b for _, b in offsets]
         spans: list[_Span] = []
         start = 0
         while start < n:
             if not final and start + budget + 1 > safe:
                 return spans, offsets[start][0]
-            end = self._cut(priority, start, min(n, start + budget), n)
+            fits = bisect.bisect_right(ends, offsets[start][0] + self.max_chars, lo=start)
+            bounded = fits < min(n, start + budget)  # the character bound ends this chunk
+            end = self._cut(priority, start, min(n, start + budget, fits), n)
             # Verify with the real tokenizer (a substring may tokenize differently); shrink.
             while end > start + 1 and self._too_long(prefix, text, offsets, start, end):
                 end = self._cut(priority, start, end - 1, n)
             spans.append((offsets[start][0], offsets[end - 1][1], end - start))
             if end >= n:
                 break
-            start = self._next_start(priority, start, end)
+            start = end if bounded else self._next_start(priority, start, end)
         return spans, (None if final else len(text))
 
     def _too_long(

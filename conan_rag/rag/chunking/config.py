@@ -18,6 +18,7 @@ from conan_rag.errors import ConanConfigError
 ChunkMode = Literal["tokens", "whole"]
 CHUNK_MODES: tuple[str, ...] = ("tokens", "whole")
 DEFAULT_OVERLAP = 32
+CHARS_PER_TOKEN = 8  # the default character bound: this many characters per token of the limit
 
 
 def text_bytes(block: str) -> bytes:
@@ -56,12 +57,16 @@ class ChunkConfig:
         overlap_tokens: tokens shared by consecutive chunks (snapped to a word boundary); less
             than the chunk size.
         title_prefix: embed each chunk as the title, a newline, then the chunk (when titled).
+        max_chars: characters per chunk at most, whatever the tokens (a 5 MB line without a
+            space is one ``[UNK]`` token); ``None`` is :data:`CHARS_PER_TOKEN` characters per
+            token of the limit, which prose never reaches. Tokens mode only.
     """
 
     mode: ChunkMode = "tokens"
     max_tokens: int | None = None
     overlap_tokens: int = DEFAULT_OVERLAP
     title_prefix: bool = True
+    max_chars: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in CHUNK_MODES:
@@ -76,6 +81,12 @@ class ChunkConfig:
                 f"max_tokens must be an integer >= 8 or None, not {self.max_tokens!r}.",
                 setting="max_tokens",
                 value=self.max_tokens,
+            )
+        if self.max_chars is not None and (not _is_int(self.max_chars) or self.max_chars < 16):
+            raise ConanConfigError(
+                f"max_chars must be an integer >= 16 or None, not {self.max_chars!r}.",
+                setting="max_chars",
+                value=self.max_chars,
             )
         if not _is_int(self.overlap_tokens) or self.overlap_tokens < 0:
             raise ConanConfigError(

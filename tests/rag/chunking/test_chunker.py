@@ -220,3 +220,40 @@ def test_a_long_document_is_tokenized_window_by_window(minilm, tmp_path: Path, m
     window = chunking.WINDOW_CHARS + BLOCK_CHARS + 4096  # a window, one more block, a margin
     assert max(seen) <= window and len(seen) > path.stat().st_size // window
     assert peak < 120 * 2**20, f"{peak / 2**20:.0f} MiB of Python objects"
+
+
+def test_a_chunk_holds_at_most_max_chars_whatever_its_tokens(minilm, tmp_path: Path) -> None:
+    """A 5 MB line without a space is one ``[UNK]`` token: it still becomes bounded chunks."""
+    from conan_rag.rag.sources.documents import read_file
+
+    run = "x" * 5_000_000
+    path = tmp_path / "blob.txt"
+    path.write_text("Intro words here. " + run + " tail words.\n\n" + "b " * 3000, "utf-8")
+    (doc,) = read_file(path)  # read window by window, as an ingest reads it
+    text = path.read_text("utf-8")
+    chunker = Chunker(minilm)
+    assert chunker.max_chars == 8 * minilm.max_seq_length  # the documented default
+    chunks = chunker.chunk(doc)
+    assert max(len(c.text) for c in chunks) <= chunker.max_chars
+    assert max(_count(minilm, c.embed_text) for c in chunks) <= chunker.limit
+    for chunk in chunks:
+        assert text[chunk.char_start : chunk.char_end] == chunk.text
+    covered = sum(c.char_end - c.char_start for c in chunks if "x" in c.text)
+    assert covered >= len(run)  # every character of the run is in some chunk
+    assert chunks[0].text == "Intro words here."  # the cut before the run is a sentence end
+
+    spaced = Document("s", "a" + " " * 10_000 + "b", "s")  # two tokens 10,000 characters apart
+    assert [c.text for c in Chunker(minilm, ChunkConfig(max_chars=64)).chunk(spaced)] == ["a", "b"]
+
+
+def test_the_character_bound_leaves_prose_alone_and_is_checked(minilm) -> None:
+    text = "\n\n".join(_random_text(seed) for seed in range(8))
+    doc = Document("p", text, "s", title="Prose")
+    default = [(c.char_start, c.char_end) for c in Chunker(minilm).chunk(doc)]
+    unbounded = ChunkConfig(max_chars=10**9)
+    assert default == [(c.char_start, c.char_end) for c in Chunker(minilm, unbounded).chunk(doc)]
+    small = Chunker(minilm, ChunkConfig(max_chars=100)).chunk(doc)
+    assert max(len(c.text) for c in small) <= 100 < max(e - s for s, e in default)
+    for bad in (0, 15, 2.5, True):
+        with pytest.raises(ConanConfigError, match="max_chars must be an integer >= 16"):
+            ChunkConfig(max_chars=bad)
