@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from conan_rag.errors import ConanTypeError
-from conan_rag.rag.chunking.sentences import split_sentences
+from conan_rag.rag.chunking.sentences import (
+    CJK_SENTENCE_ENDS,
+    CLOSERS,
+    LATIN_SENTENCE_ENDS,
+    split_sentences,
+)
 from conan_rag.rag.search.retrieval import Hit
 
 if TYPE_CHECKING:
@@ -89,10 +94,30 @@ def call_llm(llm: Any, prompt: str) -> str:
     )
 
 
-def extractive_answer(encoder: EncoderLike, query: str, hits: Sequence[Hit], top: int = 3) -> str:
-    """No LLM: the sentence of each top passage closest to the question, cited, then sources.
+def _is_sentence(text: str) -> bool:
+    """Ends like a sentence (a heading or a page title does not)."""
+    tail = text.rstrip(CLOSERS)
+    return bool(tail) and tail[-1] in CJK_SENTENCE_ENDS + LATIN_SENTENCE_ENDS
 
-    Passages far weaker than the best one (below half its score) are left out.
+
+def _joined(sentences: list[str]) -> str:
+    """Sentences in a row: a space after an English one, none after a Chinese one."""
+    text = sentences[0]
+    for sentence in sentences[1:]:
+        text += ("" if text[-1] in CJK_SENTENCE_ENDS else " ") + sentence
+    return text
+
+
+CLOSE_SENTENCE = 0.8  # a second sentence is quoted when it scores this share of the best one
+
+
+def extractive_answer(encoder: EncoderLike, query: str, hits: Sequence[Hit], top: int = 3) -> str:
+    """No LLM: the sentences of each top passage closest to the question, cited, then sources.
+
+    Each passage gives its best sentence, and its runner-up too when that scores at least
+    :data:`CLOSE_SENTENCE` of the best (a small model often ranks the sentence that names the
+    topic just above the one that answers), in the passage's order. Passages far weaker than the
+    best one (below half its score) are left out.
     """
     if not hits:
         return NO_PASSAGE
@@ -104,6 +129,11 @@ def extractive_answer(encoder: EncoderLike, query: str, hits: Sequence[Hit], top
     for number, hit in enumerate(chosen, 1):
         sentences = split_sentences(hit.text) or [hit.text]
         scores = encoder.encode(sentences, kind="document") @ q
-        picked.append((number, sentences[int(np.argmax(scores))]))
+        ranked = [int(i) for i in np.argsort(-scores, kind="stable")[:2]]
+        close = len(ranked) == 2 and scores[ranked[1]] >= CLOSE_SENTENCE * scores[ranked[0]] > 0
+        if close and _is_sentence(sentences[ranked[1]]):
+            picked.append((number, _joined([sentences[i] for i in sorted(ranked)])))
+        else:
+            picked.append((number, sentences[ranked[0]]))
     lines = [f"{sentence} [{number}]" for number, sentence in picked]
     return "\n".join(lines) + "\n\n" + format_sources(chosen)
