@@ -173,9 +173,11 @@ def _signal_once_written(
 
 
 def _signalled_ingest(
-    tmp_path: Path, minilm_path: Path, signum: int
+    tmp_path: Path, minilm_path: Path, signum: int, *engine: str
 ) -> tuple[list[str], dict[str, str], str, int]:
     """An ingest of ~375 chunks (3 batches of 128) sent ``signum`` after its first write.
+
+    ``engine`` is extra arguments (``--ray local ...``).
 
     Returns:
         The command, its environment, its last stderr line and its exit status.
@@ -186,7 +188,7 @@ def _signalled_ingest(
         body = " ".join(f"Protein {i}-{j} binds gene {j} in cell line {i}." for j in range(40))
         (docs / f"paper{i:02d}.txt").write_text(body, encoding="utf-8")
     model = ["--model", str(minilm_path), "--dtype", "float32", "--chunk-tokens", "64"]
-    command = [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), *model]
+    command = [str(CONAN_RAG), "ingest", str(docs), "--db", str(tmp_path / "db"), *model, *engine]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     child = popen_with_ctrl_c(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     seen = bytearray()
@@ -226,6 +228,27 @@ def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
     got = Pipeline(db=tmp_path / "db").collection.get(include=["documents"])
     want = Pipeline(db=tmp_path / "clean").collection.get(include=["documents"])
     assert sorted(zip(got["ids"], got["documents"])) == sorted(zip(want["ids"], want["documents"]))
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_ray_ingest_into_an_embedded_store_keeps_every_written_chunk(
+    tmp_path: Path, minilm_path: Path
+) -> None:
+    """``--ray local --db``: batches are written as they arrive, so the bar moves mid-run (the
+    signal is sent on the bar's first ``chunks=N``) and Ctrl-C keeps all that was written."""
+    ray = ("--ray", "local", "--ray-batch-rows", "4")
+    command, env, message, status = _signalled_ingest(tmp_path, minilm_path, signal.SIGINT, *ray)
+    assert status == 130, message
+    assert "interrupted;" in message and "Run the same command again to resume" in message
+    written = int(message.split("interrupted; ")[1].split(" chunks")[0])
+    assert written == Pipeline(db=tmp_path / "db").collection.count() > 0  # all of it is kept
+    resumed = subprocess.run(
+        [*command, "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    rest, stored = json.loads(resumed.stdout)["chunks_embedded"], Pipeline(db=tmp_path / "db")
+    # only a document cut mid-way is embedded again (its chunk 0 had not marked it complete)
+    assert 0 < rest < stored.collection.count() <= written + rest
 
 
 @pytest.mark.slow
