@@ -13,7 +13,10 @@ callers therefore share one forward pass instead of queueing behind a lock one b
 * A batch that fails is retried request by request, so only the request that caused the error
   receives it; its batch-mates succeed.
 * Large requests are served in slices of a few batches and rotate with newer requests, so a
-  big ``encode`` does not starve short queries.
+  big ``encode`` does not starve short queries. A short request (at most one token budget)
+  that arrives while a cycle runs ends that cycle after the batch in flight (the rows not yet
+  run are given back to their requests), and a cycle runs its short requests' rows first: a
+  query waits for about one batch of a large request, not for a whole cycle of it.
 * The worker is a daemon thread started on the first request. It exits after a while idle (so
   a forgotten backend can be freed) and is stopped at interpreter exit; requests still pending
   then fail with :class:`~conan_rag.errors.QueueShutdownError`.
@@ -299,22 +302,27 @@ class BatchQueue(ForkAware, Generic[RowT]):
     def _serve(self, cycle: list[Request]) -> None:
         self._tokenize_texts([r for r in cycle if r.ids is None and not r.dropped])
         limit = CYCLE_BUDGETS * self.runner.budget(max(r.token_budget for r in cycle))
-        groups: dict[int, _Rows] = {}
+        # (large, prompt length) -> rows: short requests' rows are planned and run first
+        groups: dict[tuple[bool, int], _Rows] = {}
         taken = 0
         for request in cycle:
             if request.dropped or request.ids is None:
                 continue
-            rows = groups.setdefault(request.prompt_length, [])
+            large = request.tokens > self.runner.budget(request.token_budget)
+            rows = groups.setdefault((large, request.prompt_length), [])
             # Hand out rows while the cycle has room (the first row always fits); the rest of
             # a large request waits behind newer requests.
-            while request.next_row < request.rows and taken < limit:
-                rows.append((request, request.next_row))
-                taken += len(request.ids[request.next_row])
-                request.next_row += 1
-        for prompt_length, rows in groups.items():
-            if rows:
-                self._run_rows(rows, prompt_length)
-        unfinished = [r for r in cycle if not r.dropped and r.next_row < r.rows]
+            while request.unserved and taken < limit:
+                row = request.take_row()
+                rows.append((request, row))
+                taken += len(request.ids[row])
+        cut = False
+        for (_, prompt_length), rows in sorted(groups.items(), key=lambda item: item[0]):
+            if cut:  # a short request is waiting: these rows go back to their requests
+                _give_back(rows)
+            elif rows:
+                cut = self._run_rows(rows, prompt_length)
+        unfinished = [r for r in cycle if not r.dropped and r.unserved]
         if unfinished:
             with self._cond:
                 if not self._stopping:
@@ -343,11 +351,16 @@ class BatchQueue(ForkAware, Generic[RowT]):
                 request.ids = ids[start : start + request.rows]
                 start += request.rows
 
-    def _run_rows(self, rows: _Rows, prompt_length: int) -> None:
+    def _run_rows(self, rows: _Rows, prompt_length: int) -> bool:
+        """Run ``rows`` batch by batch; ``True`` if a short newcomer cut them short."""
         ids: list[Any] = [r.ids[i] for r, i in rows]  # type: ignore[index]
         max_batch = min(r.max_batch_size for r, _ in rows)
         budget = self.runner.budget(min(r.token_budget for r, _ in rows))
-        for batch in plan_batches([len(x) for x in ids], budget, max_batch):
+        batches = plan_batches([len(x) for x in ids], budget, max_batch)
+        for done, batch in enumerate(batches):
+            if done and self._short_newcomer():
+                _give_back([rows[k] for later in batches[done:] for k in later])
+                return True
             live = [k for k in batch if not rows[k][0].dropped]
             if not live:
                 continue
@@ -357,6 +370,15 @@ class BatchQueue(ForkAware, Generic[RowT]):
                 self._retry_by_request(rows, live, ids, prompt_length)
                 continue
             self._scatter(rows, live, vectors)
+        return False
+
+    def _short_newcomer(self) -> bool:
+        """Whether a request of at most one token budget, never served, is waiting."""
+        with self._cond:
+            return any(
+                r.next_row == 0 and not r.dropped and r.tokens <= self.runner.budget(r.token_budget)
+                for r in self._pending
+            )
 
     def _forward(self, ids: list[Any], prompt_length: int) -> torch.Tensor:
         self.batches_run += 1
@@ -389,6 +411,12 @@ class BatchQueue(ForkAware, Generic[RowT]):
             entry[2].append(j)
         for request, request_rows, picks in by_request.values():
             request.store(request_rows, vectors[torch.as_tensor(picks, dtype=torch.long)])
+
+
+def _give_back(rows: _Rows) -> None:
+    """Return rows handed to a cycle but not run to their requests (run in a later cycle)."""
+    for request, row in rows:
+        request.returned.append(row)
 
 
 _QUEUES: weakref.WeakSet[BatchQueue] = weakref.WeakSet()

@@ -68,6 +68,7 @@ class Request(Generic[RowT]):
     future: Future[torch.Tensor]
     progress: Callable[[int], None] | None = None
     next_row: int = 0  # rows handed to a cycle so far
+    returned: list[int] = field(default_factory=list)  # handed out, given back unrun
     done_rows: int = 0
     out: torch.Tensor | None = None
     failed: bool = False
@@ -80,8 +81,23 @@ class Request(Generic[RowT]):
     def tokens(self) -> int:
         """Token count of the rows not yet handed out (texts: a rough estimate)."""
         if self.ids is not None:
-            return sum(len(x) for x in self.ids[self.next_row :])
+            ids = self.ids
+            return sum(len(x) for x in ids[self.next_row :]) + sum(
+                len(ids[i]) for i in self.returned
+            )
         return sum(len(t) // 4 + 2 for t in (self.texts or [])[self.next_row :])
+
+    @property
+    def unserved(self) -> bool:
+        """Rows remain to be handed out (never handed, or given back)."""
+        return bool(self.returned) or self.next_row < self.rows
+
+    def take_row(self) -> int:
+        """The next row to hand out: one given back first, else the next new one."""
+        if self.returned:
+            return self.returned.pop()
+        self.next_row += 1
+        return self.next_row - 1
 
     @property
     def dropped(self) -> bool:

@@ -271,3 +271,46 @@ def test_requests_cancelled_while_waiting_are_skipped_quietly(
         assert _check(pool[:2], vectors, reference) >= 0.99999
         assert _check(pool[8:11], minilm.encode(pool[8:11]), reference) >= 0.99999  # still serving
     assert "batching worker failed" not in caplog.text
+
+
+def test_a_short_request_waits_one_batch_of_a_large_one_not_its_cycle(
+    minilm: Encoder, pool: list[str], reference: dict[str, np.ndarray], monkeypatch
+) -> None:
+    """A query arriving while a large request's cycle runs goes in the very next batch.
+
+    Synchronised on state: the worker is held inside the large request's first batch until
+    the query is queued. Before, the query waited for the rest of the cycle (four token
+    budgets of the large request) and then, sorted shortest last, for the large rows of the
+    next cycle too. float32 vectors, compared with the unqueued encoder's.
+    """
+    queue, backend = minilm.queue, minilm.backend
+    inside, release = threading.Event(), threading.Event()
+    embed = backend.embed
+    batches: list[list] = []  # the rows of each batch (the very row objects), in run order
+
+    def recorded(rows: list, prompt_length: int = 0) -> torch.Tensor:
+        batches.append(list(rows))
+        if len(batches) == 1:
+            inside.set()
+            assert release.wait(300)  # a hang guard only
+        return embed(rows, prompt_length)
+
+    monkeypatch.setattr(backend, "embed", recorded)
+    big_texts = pool[40:160]
+    big = minilm.tokenize(big_texts)
+    budget = 2 * max(len(x) for x in big)  # two rows per batch: 60 batches, 15 per cycle
+    large = queue.submit(big, wait_ms=0, token_budget=budget, max_batch_size=2)
+    assert inside.wait(300)
+    query = pool[:1]
+    query_ids = minilm.tokenize(query)
+    short = queue.submit(query_ids, wait_ms=0, token_budget=budget)
+    with queue._cond:  # the query is queued before the worker is let go
+        assert any(r.future is short for r in queue._pending)
+    release.set()
+    got = torch.nn.functional.normalize(short.result(300), dim=-1).numpy()
+    assert _check(query, got, reference) >= 0.99999
+    vectors = torch.nn.functional.normalize(large.result(300), dim=-1).numpy()
+    assert _check(big_texts, vectors, reference) >= 0.99999  # nothing given back was lost
+    where = [k for k, rows in enumerate(batches) if any(row is query_ids[0] for row in rows)]
+    assert where == [1], [len(rows) for rows in batches]  # right after the batch in flight
+    assert sum(len(rows) for rows in batches) == len(big_texts) + 1  # each row ran once
