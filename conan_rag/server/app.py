@@ -45,6 +45,7 @@ from conan_rag.server.admission import Admission
 from conan_rag.server.auth import ApiKeyMiddleware
 from conan_rag.server.body_size import BodySizeMiddleware
 from conan_rag.server.errors import ApiError
+from conan_rag.server.memory_trim import TrimMiddleware
 from conan_rag.server.metrics import Metrics, MetricsMiddleware
 from conan_rag.server.responses import install_error_handlers, openai_body, vectors_json
 from conan_rag.server.schemas import EmbeddingsRequest, EmbedRequest, texts_of
@@ -219,6 +220,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
     app.state.server = state
     install_error_handlers(app)
     app.add_middleware(BodySizeMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(TrimMiddleware)  # memory back once idle after a large request
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)  # before the body is read
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: sees the 401s
     _add_status_routes(app, state)
