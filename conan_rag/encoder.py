@@ -242,13 +242,8 @@ class Encoder(ModelView[Backend, EncoderConfig]):
                         first, done = pending.pop(0)
                         out[first : first + step] = self._finish(self.queue.result(done), normalize)
                     continue
-                budget = self.backend.budget(self.token_budget)
-                for batch in plan_batches(
-                    [len(x) for x in ids], budget, self.config.max_batch_size
-                ):
-                    vectors = self.backend.embed([ids[i] for i in batch], prompt_length)
-                    out[[start + i for i in batch]] = self._finish(vectors, normalize)
-                    report(len(batch))
+                part = self._embed_unqueued(ids, prompt_length, normalize, report)
+                out[start : start + len(ids)] = part
             while pending:
                 first, done = pending.pop(0)
                 out[first : first + step] = self._finish(self.queue.result(done), normalize)
@@ -296,6 +291,60 @@ class Encoder(ModelView[Backend, EncoderConfig]):
             token_budget=self.token_budget,
         )
         return self._finish(await self.queue.aresult(future), normalize)
+
+    async def aencode_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        *,
+        kind: Kind = "document",
+        normalize: bool = True,
+    ) -> np.ndarray:
+        """Like :meth:`aencode`, for token ids from :meth:`tokenize` with the same ``kind``.
+
+        For callers that tokenized already (a server counting tokens for admission and usage):
+        the texts are not tokenized a second time.
+
+        Example:
+            >>> import asyncio
+            >>> from conan_rag import load_encoder
+            >>> enc = load_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+            >>> ids = enc.tokenize(["hi"], kind="query")
+            >>> got = asyncio.run(enc.aencode_ids(ids, kind="query"))
+            >>> bool(abs(got - enc.encode(["hi"], kind="query")).max() < 1e-5)
+            True
+        """
+        import asyncio
+
+        self._prompt(kind)  # checks the kind
+        prompt_length = self._prompt_lengths[kind]
+        rows = [list(x) for x in ids]
+        if not self.config.use_queue:
+            return await asyncio.to_thread(self._embed_unqueued, rows, prompt_length, normalize)
+        future = self.queue.submit(
+            rows,
+            prompt_length,
+            wait_ms=self.config.batch_wait_ms,
+            max_batch_size=self.config.max_batch_size,
+            token_budget=self.token_budget,
+        )
+        return self._finish(await self.queue.aresult(future), normalize)
+
+    def _embed_unqueued(
+        self,
+        ids: list[list[int]],
+        prompt_length: int,
+        normalize: bool,
+        report: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Vectors of ``ids`` in planned batches on this thread (no batching queue)."""
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        budget = self.backend.budget(self.token_budget)
+        for batch in plan_batches([len(x) for x in ids], budget, self.config.max_batch_size):
+            vectors = self.backend.embed([ids[i] for i in batch], prompt_length)
+            out[batch] = self._finish(vectors, normalize)
+            if report is not None:
+                report(len(batch))
+        return out
 
     def _finish(self, vectors: torch.Tensor, normalize: bool) -> np.ndarray:
         if self.spec.normalize:

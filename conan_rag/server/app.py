@@ -152,12 +152,12 @@ class ServerState:
         assert task is not None
         self._answering.add(task)
         try:
-            items, lengths = await service.ameasure(texts, kind)
+            rows = await service.arows(texts, kind)  # the only tokenization
             if not truncate:
-                service.check_length(lengths, "inputs", [a is not b for a, b in zip(items, texts)])
-            each = [min(n, service.max_seq_length) for n in lengths]
+                service.check_length(rows, "inputs", kind)
+            each = [len(x) for x in rows.ids]
             vectors = await embed_in_slices(
-                service, admission, items, each, kind, dimensions=dimensions, normalize=normalize
+                service, admission, rows.ids, kind, dimensions=dimensions, normalize=normalize
             )
         except asyncio.CancelledError:
             if not self.cutting:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,33 @@ INLINE_CHARS = 16384  # requests up to this many characters are tokenized on the
 # 20 MB text costs what its first few thousand characters cost, not gigabytes of tokens.
 CHARS_PER_TOKEN = 16
 CUT_GROWTH = 4
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A request's texts as the model is fed them (:meth:`EmbeddingService.rows`).
+
+    Attributes:
+        texts: the texts, long ones cut by characters (their truncated tokens unchanged).
+        ids: each text's token ids, truncated at max_seq_length, as ``Encoder.tokenize`` gives.
+        over: whether each text has more tokens than max_seq_length (it was truncated).
+        cut: whether each text was cut by characters first.
+    """
+
+    texts: list[str]
+    ids: list[list[int]]
+    over: list[bool]
+    cut: list[bool]
+
+
+def _truncating(fast: Any, max_length: int) -> Tokenizer:
+    """A copy of the fast tokenizer's Rust tokenizer, truncating as ``tokenizer(...)`` does."""
+    tokenizer = Tokenizer.from_str(fast.backend_tokenizer.to_str())
+    side = getattr(fast, "truncation_side", "right")
+    tokenizer.enable_truncation(max_length, stride=0, strategy="longest_first", direction=side)
+    tokenizer.no_padding()
+    tokenizer.encode_special_tokens = bool(getattr(fast, "split_special_tokens", False))
+    return tokenizer
 
 
 class EmbeddingService:
@@ -59,6 +87,7 @@ class EmbeddingService:
         counter.no_padding()
         self._counter = counter
         self.tokenizer_json = counter.to_str()
+        self._rows = _truncating(fast, self.max_seq_length)  # the ids the model is fed
 
     # -- tokens -------------------------------------------------------------------------------
     def prepare(self, texts: list[str], kind: Kind) -> list[str]:
@@ -89,25 +118,47 @@ class EmbeddingService:
             >>> service.encoder.tokenize(cut[:1]) == service.encoder.tokenize([text])
             True
         """
+        out, cut = self._cut(texts, kind)
+        rest = [i for i in range(len(texts)) if i not in cut]
+        lengths = dict(cut)
+        lengths.update(zip(rest, self.count([out[i] for i in rest], kind), strict=True))
+        return out, [lengths[i] for i in range(len(texts))]
+
+    def rows(self, texts: list[str], kind: Kind) -> Rows:
+        """Token ids as the model is fed them, tokenized once (long texts cut first).
+
+        Example:
+            >>> from conan_rag import load_encoder
+            >>> service = EmbeddingService(load_encoder("sentence-transformers/all-MiniLM-L6-v2"))
+            >>> rows = service.rows(["Hello World!", "word " * 1000], "document")
+            >>> rows.ids == service.encoder.tokenize(["Hello World!", "word " * 1000])
+            True
+            >>> [len(x) for x in rows.ids], rows.over
+            ([5, 256], [False, True])
+        """
+        out, cut = self._cut(texts, kind)
+        encodings = self._rows.encode_batch_fast(self.prepare(out, kind))
+        over = [i in cut or bool(e.overflowing) for i, e in enumerate(encodings)]
+        return Rows(out, [e.ids for e in encodings], over, [i in cut for i in range(len(out))])
+
+    def _cut(self, texts: list[str], kind: Kind) -> tuple[list[str], dict[int, int]]:
+        """The texts with the long ones cut (see :meth:`measure`), and each cut one's count."""
         out = list(texts)
-        lengths: list[int | None] = [None] * len(texts)
+        cut: dict[int, int] = {}
         bound = self.max_seq_length * CHARS_PER_TOKEN
         long = [i for i, t in enumerate(texts) if len(t) > bound]
         while long:
             prefixes = [texts[i][:bound] for i in long]
             encodings = self._counter.encode_batch(self.prepare(prefixes, kind))
             retry = []
-            for i, prefix, encoding in zip(long, prefixes, encodings):
+            for i, prefix, encoding in zip(long, prefixes, encodings, strict=True):
                 if self._keeps_tokens(encoding.word_ids):
-                    out[i], lengths[i] = prefix, len(encoding.ids)
+                    out[i], cut[i] = prefix, len(encoding.ids)
                 else:
                     retry.append(i)
             bound *= CUT_GROWTH
             long = [i for i in retry if len(texts[i]) > bound]
-        rest = [i for i, n in enumerate(lengths) if n is None]
-        for i, n in zip(rest, self.count([out[i] for i in rest], kind)):
-            lengths[i] = n
-        return out, [n or 0 for n in lengths]
+        return out, cut
 
     def _keeps_tokens(self, word_ids: list[int | None]) -> bool:
         """Whether a prefix's truncated tokens are those of the whole text it was cut from.
@@ -122,25 +173,25 @@ class EmbeddingService:
         kept = self.max_seq_length - (len(word_ids) - len(content))
         return 0 < kept < len(content) and content[kept - 1] < content[-1]
 
-    async def ameasure(self, texts: list[str], kind: Kind) -> tuple[list[str], list[int]]:
-        """:meth:`measure`, on the event loop for small requests, else in a worker thread."""
+    async def arows(self, texts: list[str], kind: Kind) -> Rows:
+        """:meth:`rows`, on the event loop for small requests, else in a worker thread."""
         if len(texts) <= 256 and sum(len(t) for t in texts) <= INLINE_CHARS:
-            return self.measure(texts, kind)
-        return await asyncio.to_thread(self.measure, texts, kind)
+            return self.rows(texts, kind)
+        return await asyncio.to_thread(self.rows, texts, kind)
 
     def truncated(self, lengths: list[int]) -> int:
         """Tokens the model runs for texts of these lengths (each cut at max_seq_length)."""
         limit = self.max_seq_length
         return sum(min(n, limit) for n in lengths)
 
-    def check_length(self, lengths: list[int], field: str, cut: list[bool]) -> None:
-        """Refuse (413) texts over max_seq_length, for requests that forbid truncation.
-
-        ``cut`` says which texts :meth:`measure` cut (their count is a lower bound).
-        """
-        for index, n in enumerate(lengths):
-            if n > self.max_seq_length:
-                has = f"more than {self.max_seq_length}" if cut[index] else str(n)
+    def check_length(self, rows: Rows, field: str, kind: Kind) -> None:
+        """Refuse (413) texts over max_seq_length, for requests that forbid truncation."""
+        for index, over in enumerate(rows.over):
+            if over:
+                if rows.cut[index]:  # cut by characters: only known to be over the limit
+                    has = f"more than {self.max_seq_length}"
+                else:
+                    has = str(self.count([rows.texts[index]], kind)[0])
                 raise ApiError(
                     413,
                     f"{field}[{index}] has {has} tokens (prompt and special tokens included); "
@@ -169,8 +220,20 @@ class EmbeddingService:
         ``normalize=False`` gives what ``Encoder.encode(texts, normalize=False)`` gives (its first
         ``dimensions``); ``True`` equals an encoder loaded with ``truncate_dim=dimensions``.
         """
+        ids = (await self.arows(texts, kind)).ids
+        return await self.embed_ids(ids, kind, dimensions=dimensions, normalize=normalize)
+
+    async def embed_ids(
+        self,
+        ids: list[list[int]],
+        kind: Kind,
+        *,
+        dimensions: int | None = None,
+        normalize: bool = True,
+    ) -> np.ndarray:
+        """:meth:`embed` for the ids of :meth:`rows` (the texts are not tokenized again)."""
         whole = dimensions is None or dimensions >= self.dim
-        vectors = await self.encoder.aencode(texts, kind=kind, normalize=normalize and whole)
+        vectors = await self.encoder.aencode_ids(ids, kind=kind, normalize=normalize and whole)
         if not whole:
             vectors = vectors[:, :dimensions]
             if normalize:

@@ -1,11 +1,11 @@
 """Serving one request in slices, so a large one holds little of the queue and others get through.
 
-A request's texts are cut into consecutive parts of at most half the admission's
+A request's token ids are cut into consecutive parts of at most half the admission's
 :attr:`~conan_rag.server.admission.Admission.slice_tokens` and at most ``ASYNC_TEXTS`` texts
-(so each goes through the batching queue's own tokenizing path, and cancelling the request drops
-its rows there). Parts run while those in flight hold at most ``slice_tokens`` (two at a time:
-the queue tokenizes one while it embeds the other); each is admitted when it starts and released
-when it is answered. A request of one part is admitted as before.
+(cancelling the request drops their rows in the batching queue). Parts run while those in
+flight hold at most ``slice_tokens`` (two at a time: the queue has the next one ready when it
+finishes one); each is admitted when it starts and released when it is answered. A request of
+one part is admitted as before.
 
 Example:
     >>> slices([3, 3, 3, 3, 3], most_tokens=6, most_texts=4)
@@ -42,24 +42,25 @@ def slices(tokens: list[int], *, most_tokens: int, most_texts: int) -> list[rang
 async def embed_in_slices(
     service: EmbeddingService,
     admission: Admission,
-    texts: list[str],
-    tokens: list[int],
+    ids: list[list[int]],
     kind: Kind,
     *,
     dimensions: int | None,
     normalize: bool,
 ) -> np.ndarray:
-    """The vectors of ``texts`` (``tokens``: each one's, truncated), admitted part by part.
+    """The vectors of ``ids`` (a request's token ids, truncated), admitted part by part.
 
     Raises:
         ApiError: 429 when the first part does not fit the queue; any part's own error.
     """
     window = admission.slice_tokens
+    tokens = [len(x) for x in ids]
     parts = slices(tokens, most_tokens=max(1, window // 2), most_texts=ASYNC_TEXTS)
     cost = [sum(tokens[p.start : p.stop]) for p in parts]
+    embed_ids = service.embed_ids
     if len(parts) == 1:
         with admission.hold(cost[0]):
-            return await service.embed(texts, kind, dimensions=dimensions, normalize=normalize)
+            return await embed_ids(ids, kind, dimensions=dimensions, normalize=normalize)
     out: list[np.ndarray | None] = [None] * len(parts)
     running: dict[asyncio.Future[np.ndarray], int] = {}
     held, following = 0, 0
@@ -69,8 +70,8 @@ async def embed_in_slices(
                 k = following
                 admission.admit(cost[k], continuing=k > 0)
                 held += cost[k]
-                part = texts[parts[k].start : parts[k].stop]
-                embed = service.embed(part, kind, dimensions=dimensions, normalize=normalize)
+                part = ids[parts[k].start : parts[k].stop]
+                embed = embed_ids(part, kind, dimensions=dimensions, normalize=normalize)
                 running[asyncio.ensure_future(embed)] = k
                 following += 1
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
