@@ -356,6 +356,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warm_up(args: argparse.Namespace) -> int:
+    """``conan-rag warm-up``: build (or find) the compiled CPU forward; one line says which."""
+    from conan_rag.runtime.compile_cache import cache_root
+
+    start = time.perf_counter()
+    encoder = load_encoder(
+        args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    forward = encoder.warm_up()
+    took = time.perf_counter() - start
+    on = f"{encoder.model_id} ({encoder.dtype}, {encoder.device})"
+    if encoder.device != "cpu":
+        forward += " (nothing to build off the CPU)"
+    else:
+        forward += f"; cache {cache_root()}"
+    print(f"conan-rag warm-up: {on}: {forward}; {took:.1f}s")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """``conan-rag serve``: one line when ready, one when stopped (SIGTERM, Ctrl-C: exit 0)."""
     from conan_rag.server import ServerSettings, serve  # needs the serve extra
@@ -409,4 +430,5 @@ COMMANDS = {
     "load": cmd_load,
     "demo": cmd_demo,
     "serve": cmd_serve,
+    "warm-up": cmd_warm_up,
 }

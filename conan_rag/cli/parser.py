@@ -230,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"model folder or hub id (default: ${MODEL_ENV}, else {BUNDLED_MINILM})",
     )
+    warm = _sub(
+        sub,
+        "warm-up",
+        "build the compiled CPU forward for a model once (for images and CI caches)",
+        "Compiles the model's CPU forward (torch.compile, inductor), checks it against the eager "
+        "forward and stores it in the cache ($XDG_CACHE_HOME/conan-rag, else "
+        "~/.cache/conan-rag); later processes load it in about a second. A no-op off the CPU.",
+    )
+    warm.add_argument(
+        "--model",
+        default=None,
+        help=f"model folder or hub id (default: ${MODEL_ENV}, else {DEFAULT_MODEL})",
+    )
+    warm.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    warm.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     _serve(sub)
     return parser
 

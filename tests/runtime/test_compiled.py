@@ -215,3 +215,22 @@ def test_a_read_only_cache_runs_eager_with_one_warning(
     assert "corrupt" in warnings[0] and "XDG_CACHE_HOME" in warnings[0]
     assert "not writable" in out["inductor"] and str(copy.parent) in out["inductor"], out
     assert sorted((p.name, p.stat().st_size) for p in copy.iterdir()) == before  # untouched
+
+
+def test_the_warm_up_command_finds_or_builds_the_entry(
+    compiled: Backend, tiny: Path, cache_home: Path
+) -> None:
+    """``conan-rag warm-up`` for images and CI caches: one line naming the entry and the cache."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home), "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "conan_rag.cli", "warm-up", "--model", str(tiny)]
+    result = subprocess.run(
+        [*command, "--device", "cpu", "--dtype", "float32"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,  # a hang guard only
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"conan-rag warm-up: {tiny} (float32, cpu): inductor (cache hit"), line
+    assert f"; cache {cache_home / 'conan_rag' / 'compiled'};" in line
