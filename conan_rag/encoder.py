@@ -229,14 +229,7 @@ class Encoder(ModelView[Backend, EncoderConfig]):
             for start in range(0, len(items), step):
                 ids = self.tokenize(items[start : start + step], kind=kind)
                 if self.config.use_queue:  # the worker runs it while we tokenize the next window
-                    future = self.queue.submit(
-                        ids,
-                        prompt_length,
-                        wait_ms=self.config.batch_wait_ms,
-                        max_batch_size=self.config.max_batch_size,
-                        token_budget=self.token_budget,
-                        progress=report if callbacks else None,
-                    )
+                    future = self._submit(ids, prompt_length, report if callbacks else None)
                     pending.append((start, future))
                     if len(pending) > 1:
                         first, done = pending.pop(0)
@@ -320,14 +313,24 @@ class Encoder(ModelView[Backend, EncoderConfig]):
         rows = [list(x) for x in ids]
         if not self.config.use_queue:
             return await asyncio.to_thread(self._embed_unqueued, rows, prompt_length, normalize)
-        future = self.queue.submit(
-            rows,
+        future = self._submit(rows, prompt_length)
+        return self._finish(await self.queue.aresult(future), normalize)
+
+    def _submit(
+        self,
+        ids: list[list[int]],
+        prompt_length: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> Future[torch.Tensor]:
+        """Queue token ids with this encoder's batching settings."""
+        return self.queue.submit(
+            ids,
             prompt_length,
             wait_ms=self.config.batch_wait_ms,
             max_batch_size=self.config.max_batch_size,
             token_budget=self.token_budget,
+            progress=progress,
         )
-        return self._finish(await self.queue.aresult(future), normalize)
 
     def _embed_unqueued(
         self,

@@ -200,15 +200,27 @@ def _signalled_ingest(
     return command, env, err.strip().splitlines()[-1], int(child.returncode)
 
 
-@pytest.mark.slow
-def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
-    tmp_path: Path, minilm_path: Path
-) -> None:
-    command, env, message, status = _signalled_ingest(tmp_path, minilm_path, signal.SIGINT)
+def _interrupted(
+    tmp_path: Path, minilm_path: Path, *engine: str
+) -> tuple[list[str], dict[str, str], int]:
+    """A Ctrl-C'd ingest: exit 130, one line, every chunk it says it wrote kept.
+
+    Returns:
+        The command, its environment and how many chunks it wrote.
+    """
+    command, env, message, status = _signalled_ingest(tmp_path, minilm_path, signal.SIGINT, *engine)
     assert status == 130, message
     assert "interrupted;" in message and "Run the same command again to resume" in message
     written = int(message.split("interrupted; ")[1].split(" chunks")[0])
     assert written == Pipeline(db=tmp_path / "db").collection.count() > 0  # all of it is kept
+    return command, env, written
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_what_was_written_and_a_rerun_resumes(
+    tmp_path: Path, minilm_path: Path
+) -> None:
+    command, env, written = _interrupted(tmp_path, minilm_path)
 
     resumed = subprocess.run(
         [*command, "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=600
@@ -237,11 +249,7 @@ def test_ctrl_c_in_a_ray_ingest_into_an_embedded_store_keeps_every_written_chunk
     """``--ray local --db``: batches are written as they arrive, so the bar moves mid-run (the
     signal is sent on the bar's first ``chunks=N``) and Ctrl-C keeps all that was written."""
     ray = ("--ray", "local", "--ray-batch-rows", "4")
-    command, env, message, status = _signalled_ingest(tmp_path, minilm_path, signal.SIGINT, *ray)
-    assert status == 130, message
-    assert "interrupted;" in message and "Run the same command again to resume" in message
-    written = int(message.split("interrupted; ")[1].split(" chunks")[0])
-    assert written == Pipeline(db=tmp_path / "db").collection.count() > 0  # all of it is kept
+    command, env, written = _interrupted(tmp_path, minilm_path, *ray)
     resumed = subprocess.run(
         [*command, "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=900
     )
