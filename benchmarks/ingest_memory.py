@@ -1,14 +1,29 @@
-"""Peak memory and time of `conan-rag ingest` on one big text file, by file size.
+"""Peak memory and time of `conan-rag ingest`: many small files, or one big text file.
 
-Builds plain-text files of the requested sizes from SciFact abstracts (paragraphs separated by
-blank lines, deterministic), ingests each with the real command in a fresh process into a fresh
-store, and prints the child's peak RSS (``getrusage``), wall time, chunks and throughput. A
-10 kB file gives the baseline (model, Chroma and Python loaded). Memory should not grow with the
-file: text is hashed and chunked in windows, and chunks are written in bounded groups.
+Each case runs the real command (the ``conan-rag`` console script) in a fresh process into a
+fresh store, and samples the child's resident memory every 0.2 s (``psutil``, else
+``/proc/PID/status``); the peak is the kernel's (``getrusage`` of the child).
 
-    python benchmarks/ingest_memory.py --mb 20                # the issue's 20 MB case, MiniLM
+* **Many small files** (``--files``, issue 23): N plain-text files of a couple of sentences each
+  (distinct, deterministic: words recombined by the file's index, one chunk per file). Prints
+  peak RSS, RSS at 25/50/75/100 % of the run's time, wall time and chunks per size, then the
+  slope of peak RSS against chunks between the sizes (kB per chunk). Memory should be bounded by
+  what is in flight, not grow with the files ingested (a 384-dim float32 vector is 1.5 kB).
+* **One big file** (``--mb``): files of the requested sizes built from SciFact abstracts
+  (paragraphs separated by blank lines). A 10 kB file gives the baseline (model, Chroma and
+  Python loaded). Text is hashed and chunked in windows, and chunks are written in bounded
+  groups, so memory should not grow with the file.
+
+Usage::
+
+    python benchmarks/ingest_memory.py                        # --files 5000 20000, MiniLM
+    python benchmarks/ingest_memory.py --files 20000 --model PATH
+    python benchmarks/ingest_memory.py --mb 20                # one 20 MB file
     python benchmarks/ingest_memory.py --mb 5 20 50 --dtype float32
-    python benchmarks/ingest_memory.py --smoke                # 0.2 MB, for the test suite
+    python benchmarks/ingest_memory.py --smoke                # 40/80 files and 0.2 MB, for tests
+
+``--env MALLOC_ARENA_MAX=2`` (repeatable) sets variables for the child, to tell allocator
+fragmentation from memory in use.
 """
 
 from __future__ import annotations
@@ -18,21 +33,36 @@ import gzip
 import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "data" / "scifact" / "corpus.jsonl.gz"
-CHILD = (
-    "import json, resource, subprocess, sys, time\n"
-    "start = time.perf_counter()\n"
-    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "print(json.dumps({'rc': done.returncode, 'seconds': time.perf_counter() - start,\n"
-    "    'peak_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,\n"
-    "    'stdout': done.stdout, 'stderr': done.stderr[-2000:]}))\n"
+SAMPLE_S = 0.2
+WORD_TEXT = (
+    "river stone garden signal winter copper lantern harbor meadow engine orbit velvet "
+    "canyon ember falcon glacier hollow island jasmine kettle ladder marble needle orchard "
+    "pepper quartz saddle timber umbrella valley willow yarrow zephyr anchor basket candle "
+    "desert echo feather granite horizon ivory jungle kernel lemon mirror nectar oyster "
+    "pillow quiver ribbon shadow thunder violet walnut cobalt dynamo fossil gravel hammer "
+    "insect jigsaw kayak lizard magnet"
 )
+WORDS = WORD_TEXT.split()  # the words the small files recombine
+
+
+def write_files(folder: Path, count: int) -> None:
+    """``count`` small text files, two distinct sentences each (seeded by the file's index)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        rng = random.Random(index)
+        first = " ".join(rng.choice(WORDS) for _ in range(12))
+        second = " ".join(rng.choice(WORDS) for _ in range(10))
+        text = f"Note {index}: the {first}.\nIt mentions {second} and item {index * 7919}.\n"
+        (folder / f"note-{index:06d}.txt").write_text(text, encoding="utf-8")
 
 
 def write_text(path: Path, size: int) -> None:
@@ -53,66 +83,146 @@ def write_text(path: Path, size: int) -> None:
                 return
 
 
-def measure(path: Path, model: str, dtype: str, folder: Path) -> dict:
-    """Ingest ``path`` with the real CLI in a fresh process; its peak RSS and time."""
+def rss_kb(pid: int) -> int:
+    """Resident memory of ``pid`` in kB (0 once it is gone)."""
+    try:
+        import psutil
+
+        return int(psutil.Process(pid).memory_info().rss // 1024)
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - the process ended between two samples
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure(path: Path, args: argparse.Namespace, folder: Path) -> dict:
+    """Ingest ``path`` with the real CLI in a fresh process, sampling its RSS; the figures."""
     command = [
         str(Path(sys.executable).with_name("conan-rag")),
         "ingest",
         str(path),
         "--db",
-        str(folder / f"db-{path.stem}"),
+        str(folder / f"db-{path.name}"),
         "--model",
-        model,
+        args.model,
         "--dtype",
-        dtype,
+        args.dtype,
         "--device",
         "cpu",
         "--json",
         "--no-progress",
     ]
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, *command], capture_output=True, text=True, check=True
-    )
-    result = json.loads(done.stdout)
-    if result["rc"] != 0:
-        raise SystemExit(f"ingest failed ({result['rc']}): {result['stderr']}")
-    report = json.loads(result["stdout"])
+    env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
+    out_path, err_path = folder / "stdout.json", folder / "stderr.txt"
+    samples: list[tuple[float, int]] = []
+    with out_path.open("w") as out, err_path.open("w") as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            samples.append((time.perf_counter() - start, rss_kb(child.pid)))
+            time.sleep(SAMPLE_S)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"ingest failed ({child.returncode}): {err_path.read_text()[-2000:]}")
+    report = json.loads(out_path.read_text())
+    peak_kb = max(usage.ru_maxrss, *(kb for _, kb in samples))  # wait4: the child's own peak
+    at = {}
+    for share in (25, 50, 75, 100):
+        before = [kb for t, kb in samples if t <= seconds * share / 100 and kb]
+        at[share] = (before[-1] if before else 0) / 1024
     return {
-        "mb": path.stat().st_size / 1e6,
-        "chunks": report["chunks_embedded"],
-        "seconds": result["seconds"],
-        "peak_mb": result["peak_kb"] / 1024,
+        "chunks": int(report["chunks_embedded"]),
+        "documents": int(report["documents"]),
+        "seconds": seconds,
+        "peak_mb": peak_kb / 1024,
+        "at_mb": at,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mb", type=float, nargs="+", default=[20.0], help="file sizes in MB")
-    parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--smoke", action="store_true", help="one 0.2 MB file (tests)")
-    args = parser.parse_args()
-    sizes = [0.2] if args.smoke else args.mb
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def slope_kb(rows: list[dict]) -> float | None:
+    """Least-squares slope of peak RSS against chunks, in kB per chunk."""
+    if len({r["chunks"] for r in rows}) < 2:
+        return None
+    xs, ys = [r["chunks"] for r in rows], [r["peak_mb"] * 1024 for r in rows]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    num = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    return num / sum((x - mx) ** 2 for x in xs)
+
+
+def run_files(counts: list[int], args: argparse.Namespace, tmp: Path) -> None:
+    """The many-small-files case, one fresh folder and store per count."""
     rows = []
-    with tempfile.TemporaryDirectory(prefix="conan-rag-mem-") as tmp:
-        folder = Path(tmp)
-        for mb in [0.01, *sizes]:
-            path = folder / f"text-{mb:g}mb.txt"
-            write_text(path, int(mb * 1e6))
-            row = measure(path, args.model, args.dtype, folder)
-            rows.append(row)
-            print(
-                f"{row['mb']:>8.2f} MB  {row['chunks']:>7d} chunks  {row['seconds']:>8.1f} s  "
-                f"peak RSS {row['peak_mb']:>7.0f} MB  ({row['mb'] / row['seconds']:.3f} MB/s)",
-                flush=True,
-            )
+    for count in counts:
+        folder = tmp / f"files-{count}"
+        write_files(folder, count)
+        row = measure(folder, args, tmp)
+        rows.append(row)
+        at = " ".join(f"{share}%:{mb:.0f}" for share, mb in row["at_mb"].items())
+        print(
+            f"{count:>7d} files  {row['chunks']:>7d} chunks  {row['seconds']:>7.1f} s  "
+            f"peak RSS {row['peak_mb']:>6.0f} MB  (RSS MB at {at})",
+            flush=True,
+        )
+    slope = slope_kb(rows)
+    fit = "n/a (one size)" if slope is None else f"{slope:.2f} kB per chunk"
+    print(f"model {args.model}, dtype {args.dtype}: peak RSS slope {fit}")
+
+
+def run_big(sizes: list[float], args: argparse.Namespace, tmp: Path) -> None:
+    """The one-big-file case, with a 10 kB baseline first."""
+    rows = []
+    for mb in [0.01, *sizes]:
+        path = tmp / f"text-{mb:g}mb.txt"
+        write_text(path, int(mb * 1e6))
+        row = measure(path, args, tmp)
+        row["mb"] = path.stat().st_size / 1e6
+        rows.append(row)
+        print(
+            f"{row['mb']:>8.2f} MB  {row['chunks']:>7d} chunks  {row['seconds']:>8.1f} s  "
+            f"peak RSS {row['peak_mb']:>7.0f} MB  ({row['mb'] / row['seconds']:.3f} MB/s)",
+            flush=True,
+        )
     base = rows[0]["peak_mb"]
     growth = max(r["peak_mb"] for r in rows[1:]) - base
     print(
         f"model {args.model}, dtype {args.dtype}: baseline {base:.0f} MB, largest growth "
         f"over it {growth:.0f} MB"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--files", type=int, nargs="+", help="small-file counts (default 5000 20000 without --mb)"
+    )
+    parser.add_argument("--mb", type=float, nargs="+", help="one big file of these sizes in MB")
+    parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the child")
+    parser.add_argument("--smoke", action="store_true", help="40/80 files and 0.2 MB (tests)")
+    args = parser.parse_args()
+    counts, sizes = args.files, args.mb
+    if args.smoke:
+        counts, sizes = [40, 80], [0.2]
+    elif not counts and not sizes:
+        counts = [5000, 20000]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="conan-rag-mem-") as tmp:
+        if counts:
+            run_files(counts, args, Path(tmp))
+        if sizes:
+            run_big(sizes, args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -275,12 +275,16 @@ class Plan:
         """Characters of text to embed (the embedding phase's total)."""
         return sum(job.chars for job in self.todo.values())
 
-    def items(self) -> list[WorkItem]:
-        """One item per input with something to embed, in input order."""
+    def items(self) -> Iterator[WorkItem]:
+        """One item per input with something to embed, in input order, made as they are taken.
+
+        A generator: an engine holds only the items in flight, not one per input file (issue
+        23: 20,000 small files made 20,000 items, each with its own copy of its jobs, that
+        lived until the last one was embedded).
+        """
         by_source: dict[str, dict[str, Job]] = {}
         for key, job in self.todo.items():
             by_source.setdefault(job.source, {})[key] = job
-        out = []
         for unit in self.units:
             if isinstance(unit, Path):
                 jobs = by_source.get(str(unit), {})
@@ -289,8 +293,7 @@ class Plan:
                 jobs = {unit.key: found} if found and found.source == unit.source else {}
             if jobs:
                 encoding = self.encodings.get(unit, "") if isinstance(unit, Path) else ""
-                out.append(WorkItem(unit, dict(jobs), encoding))
-        return out
+                yield WorkItem(unit, dict(jobs), encoding)
 
 
 @runtime_checkable
