@@ -20,7 +20,8 @@ Usage::
     python benchmarks/ingest_memory.py --files 20000 --model PATH
     python benchmarks/ingest_memory.py --mb 20                # one 20 MB file
     python benchmarks/ingest_memory.py --mb 5 20 50 --dtype float32
-    python benchmarks/ingest_memory.py --smoke                # 40/80 files and 0.2 MB, for tests
+    python benchmarks/ingest_memory.py --vectors 4000 20000   # Chroma alone: kB per vector
+    python benchmarks/ingest_memory.py --smoke                # small sizes of each, for tests
 
 ``--env MALLOC_ARENA_MAX=2`` (repeatable) sets variables for the child, to tell allocator
 fragmentation from memory in use.
@@ -201,6 +202,48 @@ def run_big(sizes: list[float], args: argparse.Namespace, tmp: Path) -> None:
     )
 
 
+# Chroma alone: random unit vectors upserted with the pipeline's metadata shape, RSS noted.
+STORE_CHILD = """
+import sys, tempfile, numpy as np, chromadb
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+marks = sorted(int(n) for n in sys.argv[1:])
+col = chromadb.PersistentClient(path=tempfile.mkdtemp()).get_or_create_collection(
+    "memory", embedding_function=None, metadata={"hnsw:space": "cosine"})
+rng, n, step = np.random.default_rng(0), 0, 500
+while n < marks[-1]:
+    v = rng.standard_normal((step, 384)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    ids = [f"c{n + i}" for i in range(step)]
+    meta = [{"source": f"/data/f{n + i}.txt", "doc_id": f"/data/f{n + i}.txt", "chunk": 0,
+             "hash": "ab" * 16, "chunks": 1} for i in range(step)]
+    col.upsert(ids=ids, embeddings=v, metadatas=meta,
+               documents=[f"Chunk {n + i} of a small file about genes." for i in range(step)])
+    n += step
+    if n in marks:
+        print(n, rss(), flush=True)
+"""
+
+
+def run_store(counts: list[int]) -> None:
+    """RSS of Chroma alone at each vector count (a fresh process), and its kB per vector."""
+    marks = [max(500, round(c / 500) * 500) for c in counts]
+    out = subprocess.run(
+        [sys.executable, "-c", STORE_CHILD, *map(str, marks)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [tuple(int(x) for x in line.split()) for line in out.splitlines() if line.strip()]
+    for n, kb in rows:
+        print(f"  Chroma alone, {n:>6} vectors: RSS {kb / 1024:7.0f} MB", flush=True)
+    if len(rows) >= 2:
+        (n0, kb0), (n1, kb1) = rows[0], rows[-1]
+        print(f"Chroma alone: {(kb1 - kb0) / (n1 - n0):.2f} kB per 384-d vector", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -210,13 +253,18 @@ def main() -> None:
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the child")
+    parser.add_argument(
+        "--vectors", type=int, nargs="+", help="Chroma alone: RSS at these vector counts"
+    )
     parser.add_argument("--smoke", action="store_true", help="40/80 files and 0.2 MB (tests)")
     args = parser.parse_args()
-    counts, sizes = args.files, args.mb
+    counts, sizes, vectors = args.files, args.mb, args.vectors
     if args.smoke:
-        counts, sizes = [40, 80], [0.2]
-    elif not counts and not sizes:
+        counts, sizes, vectors = [40, 80], [0.2], [500, 1000]
+    elif not counts and not sizes and not vectors:
         counts = [5000, 20000]
+    if vectors:
+        run_store(vectors)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="conan-rag-mem-") as tmp:
         if counts:
