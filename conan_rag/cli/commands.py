@@ -381,8 +381,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``conan-rag serve``: one line when ready, one when stopped (SIGTERM, Ctrl-C: exit 0)."""
     from conan_rag.server import ServerSettings, serve  # needs the serve extra
 
+    model = args.model or (None if args.collection else os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
     settings = ServerSettings(
-        model=args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL,
+        model=model,  # None: the model the collection records
         revision=args.revision,
         device=args.device,
         dtype=args.dtype,
@@ -395,6 +396,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         strict_model=args.strict_model,
         log_level=args.log_level,
         drain_s=args.drain_s,
+        collection=args.collection,
+        db=args.db,
+        chroma_url=args.chroma_url,
     )
     if not settings.loopback and not settings.api_key:
         print(
@@ -403,10 +407,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
+    searching = f", searching collection {args.collection!r}," if args.collection else ""
+
     def ready(encoder: Encoder, url: str) -> None:
         print(
             f"conan-rag serve: {encoder.model_id} (dim {encoder.dim}, {encoder.dtype}, "
-            f"{encoder.device}) on {url}",
+            f"{encoder.device}){searching} on {url}",  # the URL last: scripts read it there
             flush=True,
         )
 

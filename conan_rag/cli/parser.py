@@ -309,6 +309,24 @@ def _rerank_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _served_collection(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s flags for the collection it searches on ``POST /v1/retrieve``."""
+    serve.add_argument(
+        "--collection",
+        default=None,
+        help="also search this collection on POST /v1/retrieve (its recorded model is served "
+        "unless --model is given; default: embeddings only)",
+    )
+    serve.add_argument(
+        "--db",
+        default=None,
+        help=f"folder of the embedded store holding --collection ({DEFAULT_DB})",
+    )
+    serve.add_argument(
+        "--chroma-url", default=None, metavar="URL", help="a Chroma server holding --collection"
+    )
+
+
 def _serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = _sub(
         sub,
@@ -334,6 +352,7 @@ def _serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="address to listen on (0.0.0.0: every interface; then use --api-key)",
     )
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0: any free)")
+    _served_collection(serve)
     serve.add_argument(
         "--api-key",
         default=None,

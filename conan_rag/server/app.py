@@ -29,6 +29,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import numpy as np
+import orjson
 
 from conan_rag.server.settings import ServerSettings, missing_extra
 
@@ -48,6 +49,13 @@ from conan_rag.server.errors import ApiError
 from conan_rag.server.memory_trim import TrimMiddleware
 from conan_rag.server.metrics import Metrics, MetricsMiddleware
 from conan_rag.server.responses import install_error_handlers, openai_body, vectors_json
+from conan_rag.server.retrieval import (
+    Retriever,
+    RetrieveRequest,
+    hits_json,
+    open_retriever,
+    options_of,
+)
 from conan_rag.server.schemas import EmbeddingsRequest, EmbedRequest, texts_of
 from conan_rag.server.service import EmbeddingService
 from conan_rag.server.slices import embed_in_slices
@@ -65,6 +73,7 @@ class ServerState:
         self.settings = settings
         self.metrics = Metrics()
         self.service: EmbeddingService | None = None
+        self.retriever: Retriever | None = None  # with --collection, once it is open
         self.admission: Admission | None = None
         self.load_error: str | None = None
         self._other_models: set[str] = set()
@@ -87,18 +96,33 @@ class ServerState:
             self.service.encoder.queue.batch_observers.append(self.metrics.observe_batch)
 
     async def load(self) -> None:
-        """Load the encoder in a worker thread (the app answers 503 meanwhile)."""
-        from conan_rag.registry import load_encoder
-
+        """Load the encoder (and open the collection) in a worker thread; 503 meanwhile."""
         try:
-            encoder = await asyncio.to_thread(load_encoder, config=self.settings.encoder_config())
-            await asyncio.to_thread(lambda: encoder.fingerprint)  # hashed now, not on /info
+            encoder, retriever = await asyncio.to_thread(self._load)
         except Exception as exc:  # noqa: BLE001 - reported by /health and every endpoint
             self.load_error = f"{type(exc).__name__}: {exc}"
             logger.error("Loading the model failed: %s", self.load_error)
             return
-        self.ready(encoder)
-        self.open()
+        self.retriever = retriever
+        if self.service is None:
+            self.ready(encoder)
+            self.open()
+
+    def _load(self) -> tuple[Encoder, Retriever | None]:
+        """The encoder (given, named, or the collection's recorded one) and the retriever."""
+        from conan_rag.registry import load_encoder
+
+        settings = self.settings
+        encoder = self.service.encoder if self.service is not None else None
+        if encoder is None and settings.model is not None:
+            encoder = load_encoder(config=settings.encoder_config())
+        retriever = None
+        if settings.collection is not None:
+            retriever = open_retriever(settings, encoder)
+            encoder = retriever.encoder
+        assert encoder is not None
+        _ = encoder.fingerprint  # hashed now, not on the first /info
+        return encoder, retriever
 
     def close(self) -> None:
         """Stop reporting the queue's batches (the shared encoder itself stays loaded)."""
@@ -109,7 +133,8 @@ class ServerState:
 
     def require(self) -> tuple[EmbeddingService, Admission]:
         """The service, or the 503 saying why there is none yet."""
-        if self.service is None or self.admission is None:
+        opening = self.settings.collection is not None and self.retriever is None
+        if self.service is None or self.admission is None or opening:
             why = f"loading the model failed: {self.load_error}" if self.load_error else None
             raise ApiError(503, f"The model is not loaded ({why or 'still loading; retry'}).")
         return self.service, self.admission
@@ -195,18 +220,26 @@ async def _off_loop(size: int, build: Callable[..., bytes], *args: Any) -> bytes
     return build(*args)
 
 
-def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings,
+    encoder: Encoder | None = None,
+    *,
+    retriever: Retriever | None = None,
+) -> FastAPI:
     """The server's ASGI app.
 
     Args:
         settings: limits, key and model (the model is loaded from them when ``encoder`` is
             None: in a worker thread at startup, the app answering 503 until it is ready).
         encoder: an encoder already loaded (from :func:`conan_rag.load_encoder`) to serve.
+        retriever: ``settings.collection`` already opened with ``encoder`` (else it is opened
+            at startup, like the model).
 
     Returns:
         A FastAPI app; run it with uvicorn (:func:`conan_rag.server.serve` does).
     """
     state = ServerState(settings)
+    state.retriever = retriever
     if encoder is not None:
         state.ready(encoder)
     app = FastAPI(
@@ -225,6 +258,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: sees the 401s
     _add_status_routes(app, state)
     _add_embedding_routes(app, state)
+    _add_retrieval_routes(app, state)
     return app
 
 
@@ -234,7 +268,10 @@ def _lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMan
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.open()
-        loading = asyncio.create_task(state.load()) if state.service is None else None
+        unopened = state.settings.collection is not None and state.retriever is None
+        loading = None
+        if state.service is None or unopened:
+            loading = asyncio.create_task(state.load())
         try:
             yield
         finally:
@@ -323,3 +360,35 @@ def _add_embedding_routes(app: FastAPI, state: ServerState) -> None:
             truncate=body.truncate,
         )
         return Response(await _off_loop(vectors.size, vectors_json, vectors), media_type=JSON)
+
+
+def _add_retrieval_routes(app: FastAPI, state: ServerState) -> None:
+    """``POST /v1/retrieve`` and ``GET /v1/collections`` (:mod:`conan_rag.server.retrieval`)."""
+    settings = state.settings
+
+    def retriever() -> Retriever:
+        state.require()
+        if state.retriever is None:
+            raise ApiError(
+                404,
+                "This server serves no collection; start it with `conan-rag serve --collection "
+                "NAME` (and --db DIR or --chroma-url URL) to search one.",
+                code="no_collection",
+            )
+        return state.retriever
+
+    @app.get("/v1/collections")
+    async def collections() -> Response:
+        served = retriever()
+        entry = await asyncio.to_thread(served.describe)
+        return Response(orjson.dumps({"object": "list", "data": [entry]}), media_type=JSON)
+
+    @app.post("/v1/retrieve")
+    async def retrieve(body: RetrieveRequest) -> Response:
+        served = retriever()
+        queries = texts_of(body.query, "query", max_inputs=settings.max_inputs)
+        options = options_of(body)
+        found = await served.retrieve(queries, options)
+        data = [{"query": q, "hits": hits_json(hits)} for q, hits in zip(queries, found)]
+        content = {"object": "list", "collection": served.name, "data": data}
+        return Response(orjson.dumps(content), media_type=JSON)

@@ -32,6 +32,8 @@ from prometheus_client import (
 ENDPOINTS: tuple[str, ...] = (
     "/v1/embeddings",
     "/embeddings",
+    "/v1/retrieve",
+    "/v1/collections",
     "/embed",
     "/v1/models",
     "/info",

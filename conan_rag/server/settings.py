@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from conan_rag.config import EncoderConfig
+from conan_rag.errors import ConanConfigError
 from conan_rag.model.files import DEFAULT_MODEL
 from conan_rag.remote import API_KEY_ENV
 from conan_rag.settings import Settings, check_choice, check_float, check_int
@@ -106,9 +107,13 @@ class ServerSettings(Settings):
         log_level: uvicorn's and conan-rag's log level (``"info"`` logs every request).
         drain_s: on SIGTERM, the longest to wait for requests in flight; those still running
             then are answered 503 and the process exits.
+        collection: a collection to search on ``POST /v1/retrieve`` (``None``: embeddings
+            only). With ``model=None``, the model it records is served.
+        db: the embedded store's folder holding ``collection`` (``None``: the default).
+        chroma_url: a Chroma server holding ``collection`` instead of ``db``.
     """
 
-    model: str = DEFAULT_MODEL
+    model: str | None = DEFAULT_MODEL
     revision: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -121,6 +126,9 @@ class ServerSettings(Settings):
     strict_model: bool = False
     log_level: str = "warning"
     drain_s: float = DEFAULT_DRAIN_S
+    collection: str | None = None
+    db: str | None = None
+    chroma_url: str | None = None
 
     setting_kind = "server"
 
@@ -132,6 +140,15 @@ class ServerSettings(Settings):
         check_int("max_queued_tokens", self.max_queued_tokens, allow_none=True)
         check_choice("log_level", self.log_level, LOG_LEVELS)
         check_float("drain_s", self.drain_s, 0)
+        if self.model is None and self.collection is None:
+            raise ConanConfigError(
+                "model is None: name a model, or a collection whose recorded model to serve.",
+                setting="model",
+            )
+        if self.db is not None and self.chroma_url is not None:
+            raise ConanConfigError(
+                "db and chroma_url both name the store; give one of them.", setting="db"
+            )
 
     @property
     def loopback(self) -> bool:
@@ -141,7 +158,10 @@ class ServerSettings(Settings):
     def encoder_config(self) -> EncoderConfig:
         """The encoder these settings load."""
         return EncoderConfig(
-            model=self.model, revision=self.revision, device=self.device, dtype=self.dtype
+            model=self.model or DEFAULT_MODEL,
+            revision=self.revision,
+            device=self.device,
+            dtype=self.dtype,
         )
 
     def queued_token_limit(self, token_budget: int) -> int:
