@@ -82,7 +82,96 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-class RemoteEncoder(Shared):
+class ServerClient:
+    """What every client of a ``conan-rag serve`` server shares (the encoder, a collection).
+
+    Its URL and key, JSON requests retried while the server is busy (429/503, as
+    ``Retry-After`` says), and errors that name the fix.
+
+    Args:
+        endpoint: the server's base URL.
+        api_key: its API key (``None``: send none).
+        timeout: seconds to wait for one request.
+    """
+
+    def __init__(self, endpoint: str, *, api_key: str | None, timeout: float = TIMEOUT_S) -> None:
+        self.endpoint = _check_endpoint(endpoint)
+        self.api_key = api_key
+        self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(base_url=self.endpoint, headers=self._headers, timeout=timeout)
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._answer(path, lambda: self._client.get(path, params=params))
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._answer(path, lambda: self._client.post(path, json=body))
+
+    def _answer(self, path: str, send: Callable[[], httpx.Response]) -> Any:
+        for attempt in range(RETRIES + 1):
+            try:
+                response = send()
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from None
+            wait = self._retry_after(response, attempt)
+            if wait is None:
+                return self._decode(path, response)
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _apost(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Any:
+        for attempt in range(RETRIES + 1):
+            try:
+                response = await client.post(path, json=body)
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from None
+            wait = self._retry_after(response, attempt)
+            if wait is None:
+                return self._decode(path, response)
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _retry_after(response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying a busy answer (429/503); ``None``: do not retry."""
+        if response.status_code not in (429, 503) or attempt >= RETRIES:
+            return None
+        try:
+            return min(30.0, max(0.05, float(response.headers.get("Retry-After", "1"))))
+        except ValueError:
+            return 1.0
+
+    def _unreachable(self, exc: Exception) -> ServerError:
+        return ServerError(
+            f"No conan-rag server answers at {self.endpoint} ({type(exc).__name__}); start one "
+            "with `conan-rag serve --host HOST --port PORT` or fix the endpoint.",
+            endpoint=self.endpoint,
+        )
+
+    def _decode(self, path: str, response: httpx.Response) -> Any:
+        if response.status_code == 200:
+            return response.json()
+        try:
+            message = str(response.json()["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        status = response.status_code
+        if status == 401:
+            raise ConanConfigError(
+                f"The server at {self.endpoint} refused the API key ({message}); pass its key "
+                f"as api_key= or set {API_KEY_ENV}.",
+                setting="api_key",
+            )
+        if status in (400, 413):
+            raise ConanInputError(f"The server at {self.endpoint} refused the request: {message}")
+        raise ServerError(
+            f"The server at {self.endpoint} answered {status} to {path}: {message}",
+            endpoint=self.endpoint,
+            status=status,
+        )
+
+
+class RemoteEncoder(ServerClient, Shared):
     """A ``conan-rag serve`` server's encoder; build it with :func:`remote_encoder`.
 
     Args:
@@ -102,12 +191,8 @@ class RemoteEncoder(Shared):
         timeout: float = TIMEOUT_S,
         request_texts: int = REQUEST_TEXTS,
     ) -> None:
-        self.endpoint = _check_endpoint(endpoint)
-        self.api_key = api_key
+        super().__init__(endpoint, api_key=api_key, timeout=timeout)
         self.truncate_dim = truncate_dim
-        self.timeout = timeout
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=self.endpoint, headers=self._headers, timeout=timeout)
         params = {"dimensions": truncate_dim} if truncate_dim else None
         info = self._get("/info", params)
         self.info: dict[str, Any] = info
@@ -247,76 +332,6 @@ class RemoteEncoder(Shared):
         if not items:
             return np.empty((0, self.dim), dtype=np.float32)
         return np.concatenate([np.asarray(a, dtype=np.float32) for a in answers])
-
-    # -- HTTP -------------------------------------------------------------------------------
-    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return self._answer(path, lambda: self._client.get(path, params=params))
-
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
-        return self._answer(path, lambda: self._client.post(path, json=body))
-
-    def _answer(self, path: str, send: Callable[[], httpx.Response]) -> Any:
-        for attempt in range(RETRIES + 1):
-            try:
-                response = send()
-            except httpx.HTTPError as exc:
-                raise self._unreachable(exc) from None
-            wait = self._retry_after(response, attempt)
-            if wait is None:
-                return self._decode(path, response)
-            time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-    async def _apost(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Any:
-        for attempt in range(RETRIES + 1):
-            try:
-                response = await client.post(path, json=body)
-            except httpx.HTTPError as exc:
-                raise self._unreachable(exc) from None
-            wait = self._retry_after(response, attempt)
-            if wait is None:
-                return self._decode(path, response)
-            await asyncio.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _retry_after(response: httpx.Response, attempt: int) -> float | None:
-        """Seconds to wait before retrying a busy answer (429/503); ``None``: do not retry."""
-        if response.status_code not in (429, 503) or attempt >= RETRIES:
-            return None
-        try:
-            return min(30.0, max(0.05, float(response.headers.get("Retry-After", "1"))))
-        except ValueError:
-            return 1.0
-
-    def _unreachable(self, exc: Exception) -> ServerError:
-        return ServerError(
-            f"No conan-rag server answers at {self.endpoint} ({type(exc).__name__}); start one "
-            "with `conan-rag serve --host HOST --port PORT` or fix the endpoint.",
-            endpoint=self.endpoint,
-        )
-
-    def _decode(self, path: str, response: httpx.Response) -> Any:
-        if response.status_code == 200:
-            return response.json()
-        try:
-            message = str(response.json()["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
-        status = response.status_code
-        if status == 401:
-            raise ConanConfigError(
-                f"The server at {self.endpoint} refused the API key ({message}); pass its key "
-                f"as api_key= or set {API_KEY_ENV}.",
-                setting="api_key",
-            )
-        if status in (400, 413):
-            raise ConanInputError(f"The server at {self.endpoint} refused the request: {message}")
-        raise ServerError(
-            f"The server at {self.endpoint} answered {status} to {path}: {message}",
-            endpoint=self.endpoint,
-            status=status,
-        )
 
 
 def _restore(endpoint: str, api_key: str | None, truncate_dim: int | None) -> RemoteEncoder:

@@ -50,7 +50,7 @@ def options_of(body: RetrieveRequest) -> RetrievalOptions:
     Raises:
         ApiError: 400 for an unknown or invalid option, or a ``reranker``.
     """
-    if "reranker" in body.options:
+    if body.options.get("reranker") is not None:
         raise ApiError(
             400,
             "options.reranker cannot be chosen per request: a cross-encoder is a model folder "

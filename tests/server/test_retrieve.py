@@ -103,3 +103,28 @@ def test_an_unknown_collection_is_refused_before_serving(collection: dict[str, A
     assert refused.returncode == 2, refused.stderr
     assert "No collection 'nope' in this store" in refused.stderr
     assert NAME in refused.stderr  # the message lists what the store holds
+
+
+def test_the_adapters_search_the_server_with_no_model_here(
+    url: str, collection: dict[str, Any]
+) -> None:
+    """``ServedCollection`` in place of a pipeline: LangChain's and LlamaIndex's retrievers."""
+    from langchain_conan import ConanRetriever as LangChainRetriever
+    from llama_index.retrievers.conan import ConanRetriever as LlamaRetriever
+
+    from conan_rag.rag import ServedCollection
+
+    served = ServedCollection(url)
+    assert served.name == NAME and served.model_id.endswith("all-MiniLM-L6-v2")
+    for mode in MODES:
+        options = RetrievalOptions(k=3, retrieval=mode)
+        for got, want in zip(served.retrieve_many(QUERIES, options), collection["want"][mode]):
+            assert [h.id for h in got] == [h.id for h in want], mode
+            assert max(abs(a.score - b.score) for a, b in zip(got, want)) < 1e-5
+    want = collection["want"]["hybrid"][0]
+    options = {"k": 3, "retrieval": "hybrid"}
+    docs = LangChainRetriever(pipeline=served, options=options).invoke(QUERIES[0])
+    assert [d.id for d in docs] == [h.id for h in want]
+    assert abs(docs[0].metadata["score"] - want[0].score) < 1e-5
+    nodes = LlamaRetriever(served, options=options).retrieve(QUERIES[0])
+    assert [n.node.node_id for n in nodes] == [h.id for h in want]

@@ -10,6 +10,8 @@ It talks to the store only through :class:`~conan_rag.rag.store.protocol.VectorS
 * :mod:`~conan_rag.rag.search.tokens`: :func:`lexical_tokens` (Chinese and English words).
 * :mod:`~conan_rag.rag.search.lexical_index`: :class:`LexicalIndex`, BM25 kept in step with
   the store.
+* :mod:`~conan_rag.rag.search.served`: :class:`ServedCollection`, the collection a
+  ``conan-rag serve --collection`` server searches, with the pipeline's ``retrieve``.
 
 Example:
     >>> from conan_rag.rag.search import RetrievalOptions, rrf
@@ -29,6 +31,7 @@ from conan_rag.rag.search.retrieval import (
     check_query,
     retrieve_many,
 )
+from conan_rag.rag.search.served import ServedCollection
 from conan_rag.rag.search.tokens import TOKENIZER_VERSION, lexical_tokens, lexical_tokens_many
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "Hit",
     "LexicalIndex",
     "RetrievalOptions",
+    "ServedCollection",
     "SyncReport",
     "check_query",
     "cosine_scores",

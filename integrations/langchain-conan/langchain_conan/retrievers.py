@@ -35,7 +35,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
 try:
-    from conan_rag.rag import Hit, Pipeline, RetrievalOptions
+    from conan_rag.rag import Hit, Pipeline, RetrievalOptions, ServedCollection
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError(
         "ConanRetriever needs conan-rag's RAG extra; install it with "
@@ -79,8 +79,9 @@ class ConanRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    pipeline: Pipeline
-    """The pipeline whose collection is searched."""
+    pipeline: Pipeline | ServedCollection
+    """The pipeline whose collection is searched, or a ``conan-rag serve --collection`` server's
+    collection (:class:`~conan_rag.rag.ServedCollection`: no model or store in this process)."""
 
     options: RetrievalOptions = Field(default_factory=RetrievalOptions)
     """k, threshold, MMR, filter, retrieval mode, fusion, reranker (default: 5 best, dense)."""

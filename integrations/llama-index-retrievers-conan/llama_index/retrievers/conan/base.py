@@ -26,7 +26,7 @@ from llama_index.core.schema import IndexNode, NodeWithScore, QueryBundle, TextN
 
 try:
     from conan_rag import ConanConfigError
-    from conan_rag.rag import Hit, Pipeline, RetrievalOptions
+    from conan_rag.rag import Hit, Pipeline, RetrievalOptions, ServedCollection
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError(
         "llama-index-retrievers-conan needs conan-rag's RAG extra; install it with "
@@ -98,7 +98,8 @@ class ConanRetriever(BaseRetriever):
     (:data:`BOOKKEEPING_KEYS`) are excluded from what an LLM reads.
 
     Args:
-        pipeline: the pipeline whose collection is searched.
+        pipeline: the pipeline whose collection is searched, or a server's
+            (:class:`~conan_rag.rag.ServedCollection`, no model or store in this process).
         options: how to search (default: ``RetrievalOptions()``, the 5 best by dense cosine).
         callback_manager: LlamaIndex callbacks (default: ``Settings.callback_manager``).
         object_map: LlamaIndex's recursive-retrieval objects by index id.
@@ -123,7 +124,7 @@ class ConanRetriever(BaseRetriever):
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Pipeline | ServedCollection,
         options: RetrievalOptions | Mapping[str, Any] | None = None,
         *,
         callback_manager: CallbackManager | None = None,
