@@ -171,11 +171,12 @@ def test_help_shows_every_default_the_file_types_and_the_version(capsys) -> None
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"conan-rag {__version__}"
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"ingest", "load", "query", "eval", "info", "demo", "serve"}
+    commands = {"ingest", "load", "query", "eval", "info", "demo", "serve", "warm-up"}
+    assert set(sub.choices) == commands
     for name, command in sub.choices.items():
         formatter = command._get_formatter()
         options = [a for a in command._actions if a.option_strings and a.dest != "help"]
-        assert len(options) >= {"demo": 1, "load": 5}.get(name, 7)
+        assert len(options) >= {"demo": 1, "load": 5, "warm-up": 3}.get(name, 7)
         for action in options:  # the text --help prints for it
             entry = formatter._expand_help(action)
             assert "default" in entry, (name, action.option_strings, entry)
