@@ -71,6 +71,12 @@ def test_ingest_query_info_and_guard(
     assert main(["query", "x", "--db", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "--db" in err and "no such folder" in err and not (tmp_path / "empty").exists()
+    (tmp_path / "folder").mkdir()  # a folder, but no store: reading it creates none
+    for command in (["query", "x"], ["info"]):
+        assert main([*command, "--db", str(tmp_path / "folder")]) == 2
+        err = capsys.readouterr().err
+        assert "it holds no Chroma store (no chroma.sqlite3)" in err, err
+    assert not any((tmp_path / "folder").iterdir())
 
 
 def test_plain_output(tmp_path: Path, conan_tiny: Path, capsys) -> None:

@@ -142,6 +142,12 @@ def check_location(db: str | Path | None = None, *, write: bool = True) -> Path:
                 path, f"its folder {parent} is not writable ({reason})", "pick a writable place"
             )
         return path
+    if not write and not (path / SQLITE_FILE).exists():  # reading must not create a store
+        raise _store_error(
+            path,
+            f"it holds no Chroma store (no {SQLITE_FILE})",
+            "pass the folder an ingest wrote, or ingest documents into it first",
+        )
     if write:
         reason = _probe_write(path)
         if reason is not None:
