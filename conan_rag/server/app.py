@@ -53,7 +53,7 @@ from conan_rag.server.retrieval import (
     Retriever,
     RetrieveRequest,
     hits_json,
-    open_retriever,
+    load_served,
     options_of,
 )
 from conan_rag.server.schemas import EmbeddingsRequest, EmbedRequest, texts_of
@@ -110,19 +110,7 @@ class ServerState:
 
     def _load(self) -> tuple[Encoder, Retriever | None]:
         """The encoder (given, named, or the collection's recorded one) and the retriever."""
-        from conan_rag.registry import load_encoder
-
-        settings = self.settings
-        encoder = self.service.encoder if self.service is not None else None
-        if encoder is None and settings.model is not None:
-            encoder = load_encoder(config=settings.encoder_config())
-        retriever = None
-        if settings.collection is not None:
-            retriever = open_retriever(settings, encoder)
-            encoder = retriever.encoder
-        assert encoder is not None
-        _ = encoder.fingerprint  # hashed now, not on the first /info
-        return encoder, retriever
+        return load_served(self.settings, self.service.encoder if self.service else None)
 
     def close(self) -> None:
         """Stop reporting the queue's batches (the shared encoder itself stays loaded)."""

@@ -136,3 +136,27 @@ def open_retriever(settings: ServerSettings, encoder: Encoder | None) -> Retriev
         create=False,
     )
     return Retriever(pipeline)
+
+
+def load_served(
+    settings: ServerSettings, encoder: Encoder | None = None
+) -> tuple[Encoder, Retriever | None]:
+    """What a server serves: its encoder and, with ``settings.collection``, its retriever.
+
+    The encoder is ``encoder``, else the settings' model, else the one the collection records;
+    its fingerprint is hashed here, not on the first ``/info``.
+
+    Raises:
+        ConanRagError: the model cannot be loaded, or the collection cannot be opened.
+    """
+    from conan_rag.registry import load_encoder
+
+    if encoder is None and settings.model is not None:
+        encoder = load_encoder(config=settings.encoder_config())
+    retriever = None
+    if settings.collection is not None:
+        retriever = open_retriever(settings, encoder)
+        encoder = retriever.encoder
+    assert encoder is not None  # settings.validate: a model, or a collection to read it from
+    _ = encoder.fingerprint  # hashed before serving, not on the first /info
+    return encoder, retriever

@@ -190,20 +190,13 @@ def serve(
         ConanModelError: the model cannot be loaded (``ModelNotFoundError``: not found).
         ConanConfigError: a bad device or dtype.
     """
-    from conan_rag.registry import load_encoder
-    from conan_rag.server.retrieval import open_retriever
+    from conan_rag.server.retrieval import load_served
 
     sock = bind(settings.host, settings.port)
     _configure_logging(settings.log_level)
     try:
-        if encoder is None and settings.model is not None:
-            encoder = load_encoder(config=settings.encoder_config())
-        retriever = None
-        if settings.collection is not None:  # opened before serving: a refusal exits here
-            retriever = open_retriever(settings, encoder)
-            encoder = retriever.encoder
-        assert encoder is not None
-        _ = encoder.fingerprint  # hashed before serving, not on the first /info
+        # loaded (and the collection opened) before serving: a refusal exits here
+        encoder, retriever = load_served(settings, encoder)
         url = url_of(sock)
         loaded: Encoder = encoder
         app = create_app(settings, loaded, retriever=retriever)
