@@ -23,7 +23,10 @@ INTEGRATIONS := integrations/langchain-conan integrations/llama-index-embeddings
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint typecheck bench clean
+# The search page's browser test drives Debian's chromium through chromium-driver (Selenium).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install browser demo test lint typecheck bench clean
 
 $(STAMP): pyproject.toml $(wildcard integrations/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +39,12 @@ $(STAMP): pyproject.toml $(wildcard integrations/*/pyproject.toml)
 
 install: $(STAMP)
 
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	echo "Installing Debian's chromium and chromium-driver for the search page's browser test"; \
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	--no-install-recommends chromium chromium-driver; }
+
 demo: $(STAMP)
 	$(VENV)/bin/conan-rag demo
 
@@ -46,7 +55,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -38,6 +38,7 @@ FLAGS = {
     "host": "--host",
     "port": "--port",
     "max_inputs": "--max-inputs",
+    "max_k": "--max-k",
     "max_queued_tokens": "--max-queued-tokens",
     "max_request_bytes": "--max-request-bytes",
     "drain_s": "--drain-s",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -312,10 +311,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     if thresholds:
         rows = evaluation.threshold_sweep(data.qrels, run, thresholds)
-        result["sweep"] = [  # undefined precision/F1 (nothing kept) is null in JSON
-            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-            for row in rows
-        ]
+        result["sweep"] = evaluation.sweep_json(rows)
+        about = {k: result[k] for k in ("dataset", "split", "model", "mode", "retrieval")}
+        evaluation.record_sweep(pipe.store, rows, about)  # `conan-rag serve`'s page draws it
         if args.plot:
             title = f"{data.name} ({mode}) {encoder.model_id.split('/')[-1]}"
             result["plot"] = str(evaluation.plot_sweep(rows, args.plot, title))
@@ -391,6 +389,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_inputs=args.max_inputs,
+        max_k=args.max_k,
         max_request_bytes=args.max_request_bytes,
         max_queued_tokens=args.max_queued_tokens,
         strict_model=args.strict_model,

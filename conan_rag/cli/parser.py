@@ -25,6 +25,7 @@ from conan_rag.server.settings import (
     DEFAULT_DRAIN_S,
     DEFAULT_HOST,
     DEFAULT_MAX_INPUTS,
+    DEFAULT_MAX_K,
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_PORT,
     LOG_LEVELS,
@@ -324,6 +325,13 @@ def _served_collection(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--chroma-url", default=None, metavar="URL", help="a Chroma server holding --collection"
+    )
+    serve.add_argument(
+        "--max-k",
+        type=int,
+        default=DEFAULT_MAX_K,
+        metavar="N",
+        help=f"most hits (and fetch_k) per search (more: 400) (default: {DEFAULT_MAX_K})",
     )
 
 

@@ -30,10 +30,12 @@ from conan_rag.rag.sources.documents import Document
 
 if TYPE_CHECKING:
     from conan_rag.rag.pipeline import Pipeline
+    from conan_rag.rag.store.protocol import VectorStore
 
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
 METRICS = ("ndcg@10", "map@10", "mrr@10", "recall@10", "recall@100")
+SWEEP_NOTE = "threshold_sweep"  # the store note holding the last evaluation's sweep
 
 
 @dataclass
@@ -192,6 +194,42 @@ def threshold_sweep(qrels: Qrels, run: Run, thresholds: Sequence[float]) -> list
             }
         )
     return rows
+
+
+def sweep_json(rows: Sequence[Mapping[str, float]]) -> list[dict[str, float | None]]:
+    """Sweep rows for JSON: an undefined precision or F1 (nothing kept) is ``None``.
+
+    Example:
+        >>> sweep_json([{"threshold": 0.9, "precision": math.nan, "retrieved": 0.0}])
+        [{'threshold': 0.9, 'precision': None, 'retrieved': 0.0}]
+    """
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in rows
+    ]
+
+
+def record_sweep(
+    store: VectorStore, rows: Sequence[Mapping[str, float]], about: Mapping[str, Any]
+) -> None:
+    """Keep a threshold sweep with the collection it was measured on (the search page draws it).
+
+    Args:
+        store: the evaluated collection.
+        rows: :func:`threshold_sweep`'s rows.
+        about: what was measured: dataset, split, model, retrieval mode.
+    """
+    store.write_note(SWEEP_NOTE, json.dumps({**about, "rows": sweep_json(rows)}))
+
+
+def recorded_sweep(store: VectorStore) -> dict[str, Any] | None:
+    """The sweep :func:`record_sweep` kept with the collection (``None``: none, or unreadable)."""
+    text = store.note(SWEEP_NOTE)
+    try:
+        sweep = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return sweep if isinstance(sweep, dict) and isinstance(sweep.get("rows"), list) else None
 
 
 def parse_range(spec: str) -> list[float]:

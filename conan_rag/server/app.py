@@ -48,6 +48,7 @@ from conan_rag.server.body_size import BodySizeMiddleware
 from conan_rag.server.errors import ApiError
 from conan_rag.server.memory_trim import TrimMiddleware
 from conan_rag.server.metrics import Metrics, MetricsMiddleware
+from conan_rag.server.page import add_page_routes
 from conan_rag.server.responses import install_error_handlers, openai_body, vectors_json
 from conan_rag.server.retrieval import (
     Retriever,
@@ -247,6 +248,7 @@ def create_app(
     _add_status_routes(app, state)
     _add_embedding_routes(app, state)
     _add_retrieval_routes(app, state)
+    add_page_routes(app)
     return app
 
 
@@ -375,7 +377,7 @@ def _add_retrieval_routes(app: FastAPI, state: ServerState) -> None:
     async def retrieve(body: RetrieveRequest) -> Response:
         served = retriever()
         queries = texts_of(body.query, "query", max_inputs=settings.max_inputs)
-        options = options_of(body)
+        options = options_of(body, settings.max_k)
         found = await served.retrieve(queries, options)
         data = [{"query": q, "hits": hits_json(hits)} for q, hits in zip(queries, found)]
         content = {"object": "list", "collection": served.name, "data": data}

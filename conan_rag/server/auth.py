@@ -1,6 +1,7 @@
 """The API key check: ASGI middleware answering 401 before a request's body is even read.
 
-Every path but ``/health`` and ``/metrics`` needs ``Authorization: Bearer <key>`` when the
+Every path but ``/health``, ``/metrics`` and the search page (``/``, ``/search.js``: it holds
+no data, and its searches send the key typed on it) needs ``Authorization: Bearer <key>`` when the
 server has a key. Keys are compared with :func:`hmac.compare_digest` (constant time); neither
 the expected nor the offered key is ever logged or echoed.
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from conan_rag.server.errors import ApiError
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/", "/search.js"})  # the page holds no data
 
 
 def key_matches(header: bytes | None, key: bytes) -> bool:

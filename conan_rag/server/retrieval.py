@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from conan_rag.errors import ConanConfigError, ConanInputError
 from conan_rag.rag.search.retrieval import Hit, RetrievalOptions
 from conan_rag.server.errors import ApiError
+from conan_rag.server.settings import DEFAULT_MAX_K
 
 if TYPE_CHECKING:
     from conan_rag.encoder import Encoder
@@ -44,11 +45,12 @@ class RetrieveRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="RetrievalOptions fields")
 
 
-def options_of(body: RetrieveRequest) -> RetrievalOptions:
+def options_of(body: RetrieveRequest, max_k: int = DEFAULT_MAX_K) -> RetrievalOptions:
     """The request's :class:`RetrievalOptions`, or the 400 naming the bad one.
 
     Raises:
-        ApiError: 400 for an unknown or invalid option, or a ``reranker``.
+        ApiError: 400 for an unknown or invalid option, a ``reranker``, or ``k`` or ``fetch_k``
+            over ``max_k``.
     """
     if body.options.get("reranker") is not None:
         raise ApiError(
@@ -58,9 +60,19 @@ def options_of(body: RetrieveRequest) -> RetrievalOptions:
             param="options.reranker",
         )
     try:
-        return RetrievalOptions.from_dict(body.options)
+        options = RetrievalOptions.from_dict(body.options)
     except ConanConfigError as exc:
         raise ApiError(400, f"options: {exc}", param=f"options.{exc.setting or ''}") from None
+    for name in ("k", "fetch_k"):
+        value = getattr(options, name)
+        if value is not None and value > max_k:
+            raise ApiError(
+                400,
+                f"options.{name} is {value}, over this server's limit of {max_k} hits: ask for "
+                "fewer, or start the server with a larger --max-k.",
+                param=f"options.{name}",
+            )
+    return options
 
 
 def hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
@@ -97,12 +109,15 @@ class Retriever:
 
     def describe(self) -> dict[str, Any]:
         """``GET /v1/collections``'s entry for this collection."""
+        from conan_rag.rag.evaluation import recorded_sweep
+
         encoder = self.pipeline.encoder
         return {
             "name": self.name,
             "chunks": self.pipeline.collection.count(),
             "model_id": encoder.model_id,
             "fingerprint": encoder.fingerprint,
+            "sweep": recorded_sweep(self.pipeline.store),  # the last `conan-rag eval`'s, or None
         }
 
 

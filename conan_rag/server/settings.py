@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_DRAIN_S",
     "DEFAULT_HOST",
     "DEFAULT_MAX_INPUTS",
+    "DEFAULT_MAX_K",
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_PORT",
     "LOG_LEVELS",
@@ -38,6 +39,7 @@ __all__ = [
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_INPUTS = 2048  # OpenAI's own cap on texts per request
+DEFAULT_MAX_K = 1000  # the most hits (and candidates) one search may ask for
 # The largest request body read (more: 413 before it is parsed). TEI's default is 2 MB for 32
 # texts; 2048 texts of 512 tokens need about 4 MiB of English, or about 9 MiB of Chinese sent
 # with JSON's \u escapes (6 bytes a character): 16 MiB refuses none of those.
@@ -97,6 +99,7 @@ class ServerSettings(Settings):
             but ``/health`` and ``/metrics``); default ``$CONAN_RAG_API_KEY``; ``None``: open.
             Never shown by ``repr`` (but in :meth:`to_dict`: do not log that).
         max_inputs: the most texts in one request (more: 413).
+        max_k: the most hits, and candidates (``fetch_k``), one search may ask for (more: 400).
         max_request_bytes: the largest request body read (more: 413, before it is parsed).
         max_queued_tokens: the most tokens admitted and not yet answered (more: 429 with
             ``Retry-After``); ``None``: :data:`QUEUED_BUDGETS` times the encoder's token budget.
@@ -121,6 +124,7 @@ class ServerSettings(Settings):
     port: int = DEFAULT_PORT
     api_key: str | None = field(default_factory=_env_api_key, repr=False)
     max_inputs: int = DEFAULT_MAX_INPUTS
+    max_k: int = DEFAULT_MAX_K
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_queued_tokens: int | None = None
     strict_model: bool = False
@@ -136,6 +140,7 @@ class ServerSettings(Settings):
         """A port in [0, 65535], positive limits, a known log level, a drain time >= 0."""
         check_int("port", self.port, 0, maximum=65535)
         check_int("max_inputs", self.max_inputs)
+        check_int("max_k", self.max_k)
         check_int("max_request_bytes", self.max_request_bytes)
         check_int("max_queued_tokens", self.max_queued_tokens, allow_none=True)
         check_choice("log_level", self.log_level, LOG_LEVELS)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from conan_rag.cli import main
+from conan_rag.rag.evaluation import recorded_sweep
+from conan_rag.rag.store import ChromaStore, open_client
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "examples" / "corpus"
@@ -124,6 +126,10 @@ def test_eval_scifact_subset_with_sweep(
     recalls = [r["recall"] for r in result["sweep"]]
     assert recalls == sorted(recalls, reverse=True)
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    client = open_client(tmp_path / "db", None, write=False)  # the sweep kept for the page
+    (collection,) = [client.get_collection(c.name) for c in client.list_collections()]
+    kept = recorded_sweep(ChromaStore(client, collection, db=tmp_path / "db"))
+    assert kept is not None and kept["rows"] == result["sweep"] and kept["dataset"] == "scifact"
     # the corpus is cached in the collection: a second run embeds nothing
     assert main(args) == 0
     again = _json(capsys)

@@ -62,6 +62,7 @@ DIM_KEY = "conan_rag:dim"
 FINGERPRINT_KEY = "conan_rag:fingerprint"
 CONFIG_KEY = "conan_rag:encoder_config"
 GENERATION_KEY = "conan_rag:lexical_generation"
+NOTE_PREFIX = "conan_rag:note:"  # short texts kept with the collection (write_note)
 HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200}
 _INCLUDE = {"texts": "documents", "metadatas": "metadatas", "vectors": "embeddings"}
 
@@ -512,8 +513,21 @@ class ChromaStore:
     # -- what derived indexes need ----------------------------------------------------------------
     def mark_changed(self) -> None:
         """Write a new generation into the collection's metadata."""
+        self._set_metadata(GENERATION_KEY, uuid.uuid4().hex)
+
+    def note(self, name: str) -> str | None:
+        """The text :meth:`write_note` kept under ``name`` in the collection's metadata."""
+        value = (self._fresh().metadata or {}).get(NOTE_PREFIX + name)
+        return None if value is None else str(value)
+
+    def write_note(self, name: str, text: str) -> None:
+        """Keep ``text`` in the collection's metadata (a Chroma server keeps it too)."""
+        self._set_metadata(NOTE_PREFIX + name, text)
+
+    def _set_metadata(self, key: str, value: str) -> None:
+        """Set one key of the collection's metadata, keeping the others as they are now."""
         metadata = dict(self._fresh().metadata or {})
-        metadata[GENERATION_KEY] = uuid.uuid4().hex
+        metadata[key] = value
         self.collection.modify(metadata=metadata)
 
     def version(self) -> str:

@@ -128,6 +128,14 @@ class VectorStore(Protocol):
         """Where data derived from this collection (``kind``: e.g. ``"lexical"``) is kept."""
         ...
 
+    def note(self, name: str) -> str | None:
+        """A short text kept with the collection under ``name`` (``None``: none kept)."""
+        ...
+
+    def write_note(self, name: str, text: str) -> None:
+        """Keep a short text with the collection (e.g. the last evaluation's threshold sweep)."""
+        ...
+
     def spec(self) -> dict[str, Any]:
         """What another process needs to open the same collection (no secrets)."""
         ...
