@@ -6,12 +6,18 @@ is indexed with its document's title (:func:`lexical_text`). Its tokens live in 
 file (chunk id, a hash of that text, its tokens, and the chunk's document key and source, so the
 same table is the collection's catalog: :meth:`LexicalIndex.counts` for ``info`` and
 :meth:`LexicalIndex.keys_under` for a prune are index lookups); :meth:`LexicalIndex.sync`
-scans the store's texts, tokenizes only the chunks that are new or changed, forgets the ones that
-are gone, and
-rebuilds the bm25s matrices (fast: 5,183 SciFact abstracts index in about 0.25 s). The matrices
-are saved beside the tokens in bm25s's own format (``<name>.bm25/``, stamped with the version
-they were built at), so a fresh process memory-maps them instead of re-indexing; a missing,
-damaged or stale saved folder is rebuilt from the tokens.
+scans the store's texts, tokenizes only the chunks that are new or changed, and forgets the ones
+that are gone; every chunk id whose tokens change is also appended to a change log in the same
+transaction. The bm25s matrices are built from the tokens (5,183 SciFact abstracts index in
+about 0.25 s) and saved beside them in bm25s's own format (``<name>.bm25/``, stamped with the
+change-log position they were built at), so a fresh process memory-maps them instead of
+re-indexing. After a write, the matrices are kept and the chunks the change log names since
+they were built are searched as a delta beside them (:mod:`~conan_rag.rag.search.bm25_delta`:
+re-written and deleted chunks masked out, new ones scored with the matrices' statistics), so a
+search after a small ingest reads only what the ingest wrote, in this process or the next. Past
+``delta_share`` of the matrices (5 %), or below ``delta_min_segment`` chunks (20,000), they are
+rebuilt from every token instead, which bounds the statistics' drift. A missing, damaged or
+stale saved folder is rebuilt from the tokens.
 
 Knowing when to sync costs one cheap call: the index records the store's
 :meth:`~conan_rag.rag.store.protocol.VectorStore.version` it was synced at, read *before* the
@@ -44,6 +50,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from conan_rag.rag.search.bm25_delta import (
+    DELTA_MIN_SEGMENT,
+    DELTA_SHARE,
+    Delta,
+    Segment,
+    delta_limit,
+)
 from conan_rag.rag.search.changes import ChangeRun, forget_runs, read_run
 from conan_rag.rag.search.index_file import IndexFile
 from conan_rag.rag.search.tokens import TOKENIZER_VERSION, lexical_tokens, lexical_tokens_many
@@ -56,11 +69,14 @@ logger = logging.getLogger(__name__)
 
 PAGE = 2000  # chunks read from the store per page while syncing
 _VERSION = "store_version"  # meta key: the store version the tokens were synced at
-_SCHEMA = "chunks-2"  # chunks table layout; another layout is dropped and synced again
+_FLOOR = "changes_floor"  # meta key: segments built before this change-log position are stale
+_SCHEMA = "chunks-3"  # chunks table layout; another layout is dropped and synced again
 _CHUNKS = (
     "CREATE TABLE chunks (id TEXT PRIMARY KEY, hash TEXT, tokens TEXT, doc_key TEXT, source TEXT)",
     "CREATE INDEX chunks_doc_key ON chunks (doc_key)",
     "CREATE INDEX chunks_source ON chunks (source)",
+    # every chunk id whose tokens were written or deleted, in order: the delta of a segment
+    "CREATE TABLE IF NOT EXISTS chunk_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT)",
 )
 Row = tuple[str, str, str, str, str]  # id, lexical text, hash, document key, source
 T = TypeVar("T")
@@ -97,7 +113,7 @@ def lexical_text(text: str, metadata: Any) -> str:
 STAMP = "conan_rag_stamp.json"  # in the saved folder, written last: ids, version, tokenizer
 
 
-def save(folder: Path, ids: list[str], bm25: Any, version: str | None) -> None:
+def save(folder: Path, segment: Segment) -> None:
     """Save matrices with bm25s's own ``save``, then the stamp; swap the folder in whole.
 
     A process killed midway leaves a folder without a matching stamp, or a temporary folder:
@@ -107,8 +123,14 @@ def save(folder: Path, ids: list[str], bm25: Any, version: str | None) -> None:
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        bm25.save(str(tmp), show_progress=False)
-        stamp = {"version": version, "tokenizer": TOKENIZER_VERSION, "ids": ids}
+        segment.bm25.save(str(tmp), show_progress=False)
+        stamp = {
+            "version": segment.version,
+            "tokenizer": TOKENIZER_VERSION,
+            "seq": segment.seq,
+            "avgdl": segment.avgdl,
+            "ids": segment.ids,
+        }
         (tmp / STAMP).write_text(json.dumps(stamp), encoding="utf-8")
         old = folder.with_name(f"{folder.name}.old-{os.getpid()}-{threading.get_ident()}")
         if folder.exists():
@@ -122,30 +144,24 @@ def save(folder: Path, ids: list[str], bm25: Any, version: str | None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_saved(
-    folder: Path, version: str | None, count: int
-) -> tuple[list[str], Any, str | None] | None:
-    """The saved matrices when they were built at ``version`` from ``count`` chunks, else None."""
+def load_saved(folder: Path) -> Segment | None:
+    """The saved matrices (memory-mapped) when they are whole and of this tokenizer, else None."""
     import bm25s
 
     try:
         stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
-        ids = stamp["ids"]
-        if (
-            stamp.get("version") != version
-            or stamp.get("tokenizer") != TOKENIZER_VERSION
-            or len(ids) != count
-        ):
+        if stamp.get("tokenizer") != TOKENIZER_VERSION or "seq" not in stamp:
             return None
+        ids = list(stamp["ids"])
         bm25 = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
-        if int(bm25.scores["num_docs"]) != count:
+        if int(bm25.scores["num_docs"]) != len(ids):
             return None
+        return Segment(ids, bm25, stamp.get("version"), int(stamp["seq"]), float(stamp["avgdl"]))
     except FileNotFoundError:
         return None
     except Exception as exc:  # noqa: BLE001 - a damaged file of any kind: rebuilt
         logger.warning("The saved lexical index in %s is damaged (%s); rebuilding it", folder, exc)
         return None
-    return list(ids), bm25, version
 
 
 def _explains(run: ChangeRun, synced: str | None, current: str) -> bool:
@@ -178,6 +194,29 @@ def _rows(ids: list[str], texts: Sequence[str | None], metadatas: Sequence[Any])
     return rows
 
 
+def _head(db: sqlite3.Connection) -> int:
+    """The last change-log position ever given out (0: none)."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk_changes'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _forget(db: sqlite3.Connection, gone: list[tuple[str]]) -> None:
+    """Delete chunks' tokens, logging each id as changed."""
+    db.executemany("DELETE FROM chunks WHERE id = ?", gone)
+    db.executemany("INSERT INTO chunk_changes (id) VALUES (?)", gone)
+
+
+def _tokens_of(db: sqlite3.Connection, ids: list[str]) -> dict[str, list[str]]:
+    """The stored tokens of those of ``ids`` that exist."""
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(ids), 500):
+        some = ids[start : start + 500]
+        marks = ",".join("?" * len(some))
+        rows = db.execute(f"SELECT id, tokens FROM chunks WHERE id IN ({marks})", some)
+        found.update((i, json.loads(t)) for i, t in rows)
+    return found
+
+
 def _prefix_range(folder: str) -> tuple[str, str]:
     """The ``[low, high)`` string range of every path under ``folder``."""
     low = folder.rstrip("/") + "/"
@@ -190,6 +229,9 @@ class LexicalIndex:
     Args:
         path: the SQLite file (created with its folder when missing); for a store, use
             ``store.derived_path("lexical")``.
+        delta_share: the most changed chunks, as a share of the built matrices, searched as a
+            delta beside them before they are rebuilt (:mod:`~conan_rag.rag.search.bm25_delta`).
+        delta_min_segment: below this many chunks, every change rebuilds the matrices.
 
     Example:
         >>> import tempfile
@@ -197,11 +239,17 @@ class LexicalIndex:
         {}
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        delta_share: float = DELTA_SHARE,
+        delta_min_segment: int = DELTA_MIN_SEGMENT,
+    ) -> None:
         self.path = Path(path)
+        self.delta_share, self.delta_min_segment = delta_share, delta_min_segment
         self._lock = threading.Lock()
-        self._ids: list[str] = []
-        self._bm25: Any = None
+        self._delta: Delta | None = None  # the matrices searched: a segment and its delta
         self._loaded = False  # whether the in-memory matrices were built in this process
         self._built: str | None = None  # and at which store version
         self._checked: str | None = None  # the store version the row count was checked at
@@ -216,8 +264,10 @@ class LexicalIndex:
             db.execute("DROP TABLE IF EXISTS chunks")
             for statement in _CHUNKS:
                 db.execute(statement)
+            db.execute("DELETE FROM chunk_changes")
             self._set_meta(db, "layout", layout)
             self._set_meta(db, _VERSION, "")
+            self._set_meta(db, _FLOOR, str(_head(db) + 1))  # no segment from before is valid
         self._loaded, self._built, self._checked = False, None, None
 
     def _db(self) -> sqlite3.Connection:
@@ -326,7 +376,7 @@ class LexicalIndex:
             self._store_tokens(db, fresh)
             found = set(page.ids)
             gone = [(i,) for i in some if i not in found and i in known]
-            db.executemany("DELETE FROM chunks WHERE id = ?", gone)
+            _forget(db, gone)
             report.added += len(fresh)
             report.removed += len(gone)
             report.kept += len(rows) - len(fresh)
@@ -336,6 +386,7 @@ class LexicalIndex:
     def _store_tokens(db: sqlite3.Connection, fresh: list[Row]) -> None:
         """Tokenize and store rows (see :data:`Row`)."""
         tokens = lexical_tokens_many([row[1] for row in fresh])
+        db.executemany("INSERT INTO chunk_changes (id) VALUES (?)", [(row[0],) for row in fresh])
         db.executemany(
             "INSERT OR REPLACE INTO chunks (id, hash, tokens, doc_key, source) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -364,7 +415,7 @@ class LexicalIndex:
                 self._store_tokens(db, fresh)
                 report.added += len(fresh)
             gone = [(i,) for i in known if i not in seen]
-            db.executemany("DELETE FROM chunks WHERE id = ?", gone)
+            _forget(db, gone)
             report.removed = len(gone)
             report.kept = len(seen) - report.added
             self._set_meta(db, _VERSION, version)
@@ -381,39 +432,109 @@ class LexicalIndex:
     def _rebuild(self) -> None:
         """Bring the in-memory matrices to the stored tokens' version.
 
-        The matrices saved by the last build (bm25s's own format, memory-mapped) are loaded when
-        they carry that version; else they are built from the stored tokens (one consistent read)
-        and saved for the next process.
+        The segment in memory, else the one saved by the last build (bm25s's own format,
+        memory-mapped), is kept when the chunks changed since it was built are few enough for a
+        delta (:mod:`~conan_rag.rag.search.bm25_delta`): only those chunks' tokens are read.
+        Otherwise the matrices are built from every stored token (one consistent read) and saved
+        for the next process.
+        """
+        found = self._read_delta()
+        if found is None:
+            segment = self._build()
+            found = Delta(segment, (), {}), segment.version
+        delta, version = found
+        with self._lock:
+            self._delta, self._built, self._loaded = delta, version, True
+
+    def _read_delta(self) -> tuple[Delta, str | None] | None:
+        """The kept segment with the changes since it was built, and the tokens' version.
+
+        ``None`` when there is no usable segment or too much changed: then build anew.
         """
         with self._db() as db:
-            version = self._meta(db, _VERSION) or None
-            count = int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
-        loaded = load_saved(self.saved_path, version, count)
-        if loaded is None:
-            loaded = self._build()
-        ids, bm25, version = loaded
-        with self._lock:
-            self._ids, self._bm25, self._built, self._loaded = ids, bm25, version, True
+            db.execute("BEGIN")
+            try:
+                version = self._meta(db, _VERSION) or None
+                count = int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+                main = self._segment(int(self._meta(db, _FLOOR) or 0))
+                if main is None or main.seq > _head(db):
+                    return None
+                limit = delta_limit(len(main.ids), self.delta_share, self.delta_min_segment)
+                rows = db.execute(
+                    "SELECT DISTINCT id FROM chunk_changes WHERE seq > ? LIMIT ?",
+                    (main.seq, limit + 1),
+                )
+                changed = [r[0] for r in rows]
+                if changed and (len(changed) > limit or not main.scorable):
+                    return None
+                delta = Delta(main, changed, _tokens_of(db, changed))
+            finally:
+                db.rollback()
+        return (delta, version) if len(delta) == count else None
 
-    def _build(self) -> tuple[list[str], Any, str | None]:
+    def _segment(self, floor: int) -> Segment | None:
+        """The segment in memory, else the saved one, if built at ``floor`` or later."""
+        if self._delta is not None and self._delta.main.seq >= floor:
+            return self._delta.main
+        saved = None if self._file.in_memory else load_saved(self.saved_path)
+        return saved if saved is not None and saved.seq >= floor else None
+
+    def _build(self) -> Segment:
+        """Matrices over every stored token, saved; the change log before them is dropped."""
         import bm25s
 
         with self._db() as db:
             db.execute("BEGIN")
             rows = db.execute("SELECT id, tokens FROM chunks ORDER BY id").fetchall()
             version = self._meta(db, _VERSION) or None
+            seq = _head(db)
             db.rollback()
-        ids = [r[0] for r in rows]
-        bm25 = None
-        if ids:
-            bm25 = bm25s.BM25()
-            bm25.index([json.loads(r[1]) for r in rows], show_progress=False)
+        tokens = [json.loads(r[1]) for r in rows]
+        avgdl = float(np.mean([len(t) for t in tokens])) if tokens else 0.0
+        segment = Segment([r[0] for r in rows], None, version, seq, avgdl)
+        if tokens:
+            segment.bm25 = bm25s.BM25()
+            segment.bm25.index(tokens, show_progress=False)
             if not self._file.in_memory:
-                save(self.saved_path, ids, bm25, version)
-        return ids, bm25, version
+                save(self.saved_path, segment)
+                self._drop_changes(seq)
+        return segment
+
+    def _drop_changes(self, seq: int) -> None:
+        """Forget the change log up to ``seq``: segments older than it are rebuilt or reloaded."""
+        try:
+            with self._db() as db:
+                db.execute("DELETE FROM chunk_changes WHERE seq <= ?", (seq,))
+                floor = max(seq, int(self._meta(db, _FLOOR) or 0))
+                self._set_meta(db, _FLOOR, str(floor))
+        except sqlite3.Error as exc:  # busy or read-only: the log is kept, which is harmless
+            logger.debug("Kept the lexical change log (%s)", exc)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return 0 if self._delta is None else len(self._delta)
+
+    def layout(self) -> dict[str, int]:
+        """What a search reads now: the built matrices and the delta beside them.
+
+        ``segment``: chunks in the matrices; ``masked``: those of them deleted or re-written
+        since; ``delta``: chunks scored beside them; ``built_at``: the change-log position the
+        matrices were built at.
+
+        Example:
+            >>> import tempfile
+            >>> LexicalIndex(tempfile.mkdtemp() + "/x.sqlite").layout()
+            {'segment': 0, 'masked': 0, 'delta': 0, 'built_at': -1}
+        """
+        delta = self._delta
+        if delta is None:
+            return {"segment": 0, "masked": 0, "delta": 0, "built_at": -1}
+        segment = delta.main
+        return {
+            "segment": len(segment.ids),
+            "masked": delta.dead,
+            "delta": len(delta.ids),
+            "built_at": segment.seq,
+        }
 
     def counts(self) -> dict[str, int]:
         """Chunks, documents and sources as of the last sync (three indexed SQL counts).
@@ -475,13 +596,8 @@ class LexicalIndex:
         """
         if not self._loaded:
             self._healing(self._rebuild)
-        bm25, ids = self._bm25, self._ids
+        delta = self._delta
         words = lexical_tokens(query)
-        if bm25 is None or not words:
+        if delta is None or not words:
             return []
-        found, scores = bm25.retrieve([words], k=min(k, len(ids)), show_progress=False)
-        return [
-            (ids[int(j)], float(s))
-            for j, s in zip(found[0], scores[0], strict=True)
-            if float(s) > 0.0 and np.isfinite(s)
-        ]
+        return delta.search(words, k)

@@ -466,3 +466,49 @@ def test_info_and_a_prune_read_the_catalog_not_the_collection(
         where={"source": str(tmp_path / "kept" / "k0.txt")}
     )
     assert (pipe.info()["documents"], pipe.info()["sources"]) == _counted(pipe) == (26, 26)
+
+
+def _hits(index: LexicalIndex, query: str) -> list[tuple[str, float]]:
+    return index.search(query, k=100)
+
+
+def test_over_its_floor_a_write_is_searched_as_a_delta_until_it_passes_its_share(
+    pipe: Pipeline, tmp_path: Path
+) -> None:
+    """The matrices are kept after a small write (a delta beside them), in this process and the
+    next; past ``delta_share`` of them they are rebuilt and equal a fresh index exactly."""
+    docs = tmp_path / "docs"
+    _write(
+        docs, {f"n{i}.txt": f"Note {i} on rivers and lakes near hill {i % 7}." for i in range(40)}
+    )
+    pipe.ingest([docs])
+    path = tmp_path / "delta" / "lexical.sqlite"
+    index = LexicalIndex(path, delta_share=0.25, delta_min_segment=10)
+    index.ensure(pipe.store)
+    built = index.layout()
+    assert built == {"segment": 45, "masked": 0, "delta": 0, "built_at": built["built_at"]}
+
+    _write(docs, {"tea.txt": "Black tea is fully oxidised.", "quartz.txt": "Quartz is SiO2."})
+    pipe.ingest([docs])  # one chunk re-written, one added
+    index.ensure(pipe.store)
+    assert index.layout() == {**built, "masked": 1, "delta": 2}  # the matrices were kept
+    assert _hits(index, "quartz")[0][0] in pipe.store.find({"source": str(docs / "quartz.txt")}).ids
+    assert _hits(index, "steamed") == []  # tea.txt's old text is masked out
+    fresh = _fresh(pipe, tmp_path)
+    for query in ("rivers lakes", "hill 3", "Everest", "oxidised tea"):
+        assert {i for i, _ in _hits(index, query)} == {i for i, _ in _hits(fresh, query)}, query
+
+    again = LexicalIndex(path, delta_share=0.25, delta_min_segment=10)  # a new process
+    again.ensure(pipe.store)
+    assert again.layout() == index.layout()  # the saved matrices and the logged changes
+    assert _hits(again, "rivers lakes hill") == _hits(index, "rivers lakes hill")
+
+    _write(docs, {f"m{i}.txt": f"Marsh {i} with reeds and herons." for i in range(12)})
+    pipe.ingest([docs])  # 12 more: 14 changed > 25 % of 45
+    index.ensure(pipe.store)
+    layout = index.layout()
+    assert (layout["segment"], layout["delta"]) == (pipe.store.count(), 0)  # rebuilt
+    assert layout["built_at"] > built["built_at"]
+    fresh = _fresh(pipe, tmp_path)
+    for query in ("rivers lakes", "marsh reeds", "oxidised tea", "quartz"):
+        assert _hits(index, query) == _hits(fresh, query), query
