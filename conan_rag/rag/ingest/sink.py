@@ -190,8 +190,14 @@ class StoreSink:
     def abort(self) -> None:
         """Nothing is kept between writes: every completed document stays complete.
 
-        The change notes stay open: the lexical index syncs in full next time.
+        The change notes stay open but abandoned: the lexical index syncs in full next time,
+        without waiting for this run to close.
         """
+        if self._changes is not None:
+            try:
+                self._changes.abandon()
+            except sqlite3.Error as exc:  # the writer's pid is checked too
+                logger.info("Cannot mark the changed chunks' notes abandoned (%s)", exc)
 
 
 def _open_changes(store: VectorStore, base: str) -> ChangeLog | None:

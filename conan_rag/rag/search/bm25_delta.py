@@ -15,9 +15,10 @@ So a delta chunk scores exactly as it would inside the segment's own build (test
 statistics drift only by what the delta changes. That drift is bounded rather than ignored: the
 owner (:class:`~conan_rag.rag.search.lexical_index.LexicalIndex`) rebuilds the segment from
 scratch once the delta exceeds :data:`DELTA_SHARE` of it (5 %: a word's IDF then moves by at most
-about 5 % of its document count, and the rebuild costs at most 20 deltas' worth of writes, so
-its cost per written chunk stays constant), and always below :data:`DELTA_MIN_SEGMENT` chunks,
-where a rebuild takes well under a second and scores are then exact.
+about 5 % of its document count, and rebuilding after every 5 % of writes costs a constant
+amount per written chunk, about 20 chunks' worth of indexing), and always below
+:data:`DELTA_MIN_SEGMENT` chunks (2,000), where a rebuild takes a tenth of a second and scores
+are then exact.
 
 Example:
     >>> import bm25s
@@ -42,7 +43,7 @@ import numpy as np
 __all__ = ["DELTA_MIN_SEGMENT", "DELTA_SHARE", "Delta", "Segment", "delta_limit"]
 
 DELTA_SHARE = 0.05  # the most changed chunks, as a share of the segment, kept as a delta
-DELTA_MIN_SEGMENT = 20_000  # below this many chunks, every change rebuilds (exact and cheap)
+DELTA_MIN_SEGMENT = 2_000  # below this many chunks, every change rebuilds (exact and cheap)
 _UNSCORABLE = ("bm25l", "bm25+")  # methods with a non-occurrence term: no delta for them
 
 
@@ -52,7 +53,7 @@ def delta_limit(
     """How many changed chunks a segment of this size takes as a delta (0: rebuild every time).
 
     Example:
-        >>> delta_limit(1_000_000), delta_limit(5_000)
+        >>> delta_limit(1_000_000), delta_limit(1_000)
         (50000, 0)
     """
     return 0 if segment_size < floor else int(segment_size * share)

@@ -26,6 +26,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ _SCHEMA = (
     "(generation TEXT PRIMARY KEY, base TEXT, ops INTEGER, closed INTEGER)",
     "CREATE TABLE IF NOT EXISTS change_ids "
     "(generation TEXT, id TEXT, PRIMARY KEY (generation, id))",
+    "CREATE TABLE IF NOT EXISTS change_writers "
+    "(generation TEXT PRIMARY KEY, host TEXT, pid INTEGER, abandoned INTEGER)",
 )
 
 
@@ -57,12 +61,15 @@ class ChangeRun:
         ops: records sent to the store (``None``: others wrote too, e.g. Ray writer actors).
         closed: the run finished.
         ids: every chunk id it wrote, completed or deleted.
+        writing: the run is open and its writer still at work: a process alive on this machine
+            that has not abandoned it (an open run of a dead or failed writer is not writing).
     """
 
     base: str
     ops: int | None
     closed: bool
     ids: list[str]
+    writing: bool = False
 
 
 class ChangeLog:
@@ -79,6 +86,10 @@ class ChangeLog:
         self.generation = generation
         with _connect(path) as db:
             db.execute("INSERT OR REPLACE INTO change_runs VALUES (?, ?, 0, 0)", (generation, base))
+            db.execute(
+                "INSERT OR REPLACE INTO change_writers VALUES (?, ?, ?, 0)",
+                (generation, socket.gethostname(), os.getpid()),
+            )
 
     def note(self, ids: Iterable[str], ops: int | None) -> None:
         """Add ids written (or deleted); ``ops``: records sent to the store, ``None``: unknown."""
@@ -102,6 +113,29 @@ class ChangeLog:
         with _connect(self.path) as db:
             db.execute("UPDATE change_runs SET closed = 1 WHERE generation = ?", (self.generation,))
 
+    def abandon(self) -> None:
+        """The run failed or was stopped: no reader waits for it to close.
+
+        It stays open (not all its changes may be noted), so readers sync in full.
+        """
+        with _connect(self.path) as db:
+            db.execute(
+                "UPDATE change_writers SET abandoned = 1 WHERE generation = ?", (self.generation,)
+            )
+
+
+def _alive(host: str | None, pid: int | None) -> bool:
+    """Whether process ``pid`` of ``host`` runs (only this machine's can be checked)."""
+    if host != socket.gethostname() or pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
 
 def read_run(path: Path, generation: str) -> ChangeRun | None:
     """The run recorded under ``generation`` in the index file at ``path``, if any."""
@@ -113,7 +147,12 @@ def read_run(path: Path, generation: str) -> ChangeRun | None:
             return None
         rows = db.execute("SELECT id FROM change_ids WHERE generation = ?", (generation,))
         ids = [r[0] for r in rows]
-    return ChangeRun(base=str(row[0]), ops=row[1], closed=bool(row[2]), ids=ids)
+        writer = db.execute(
+            "SELECT host, pid, abandoned FROM change_writers WHERE generation = ?", (generation,)
+        ).fetchone()
+    closed = bool(row[2])
+    writing = writer is not None and not closed and not writer[2] and _alive(writer[0], writer[1])
+    return ChangeRun(base=str(row[0]), ops=row[1], closed=closed, ids=ids, writing=writing)
 
 
 def forget_runs(
@@ -125,7 +164,7 @@ def forget_runs(
     """
     for statement in _SCHEMA:
         db.execute(statement)
-    for table in ("change_runs", "change_ids"):
+    for table in ("change_runs", "change_ids", "change_writers"):
         if only is not None:
             db.execute(f"DELETE FROM {table} WHERE generation = ?", (only,))
         else:

@@ -15,7 +15,7 @@ re-indexing. After a write, the matrices are kept and the chunks the change log 
 they were built are searched as a delta beside them (:mod:`~conan_rag.rag.search.bm25_delta`:
 re-written and deleted chunks masked out, new ones scored with the matrices' statistics), so a
 search after a small ingest reads only what the ingest wrote, in this process or the next. Past
-``delta_share`` of the matrices (5 %), or below ``delta_min_segment`` chunks (20,000), they are
+``delta_share`` of the matrices (5 %), or below ``delta_min_segment`` chunks (2,000), they are
 rebuilt from every token instead, which bounds the statistics' drift. A missing, damaged or
 stale saved folder is rebuilt from the tokens.
 
@@ -249,6 +249,7 @@ class LexicalIndex:
         self.path = Path(path)
         self.delta_share, self.delta_min_segment = delta_share, delta_min_segment
         self._lock = threading.Lock()
+        self._ensuring = threading.Lock()
         self._delta: Delta | None = None  # the matrices searched: a segment and its delta
         self._loaded = False  # whether the in-memory matrices were built in this process
         self._built: str | None = None  # and at which store version
@@ -314,11 +315,20 @@ class LexicalIndex:
         that; the next search builds the matrices, once, and saves them).
         """
         self._store = store
-        self._healing(lambda: self._ensure(store, matrices=matrices))
+        # One catch-up at a time. A search arriving meanwhile answers from the matrices in
+        # memory (a committed state) instead of queueing behind it; without them, it waits.
+        if not self._ensuring.acquire(blocking=not (matrices and self._loaded)):
+            return
+        try:
+            self._healing(lambda: self._ensure(store, matrices=matrices))
+        finally:
+            self._ensuring.release()
 
     def _ensure(self, store: VectorStore, *, matrices: bool) -> None:
         current = store.version()
         if self.version != current:
+            if matrices and self._writing(current):
+                return  # answer as of the run's start, a committed state; apply it once closed
             if not self.apply_changes(store, current, matrices=matrices):
                 self.sync(store, matrices=matrices)
         elif self._checked != current and (held := self._count()) != (stored := store.count()):
@@ -332,6 +342,23 @@ class LexicalIndex:
         elif matrices and (not self._loaded or self._built != current):
             self._rebuild()
         self._checked = current
+
+    def _writing(self, current: str) -> bool:
+        """Whether a conan-rag run that started from this index's version is writing now.
+
+        Syncing then would read a half-written run (and, searched often, sync again after each
+        of its writes); the index instead stays as it was when the run started, until the run
+        closes (then it is applied by delta) or its writer fails or dies (then a full sync).
+        The matrices are loaded as of that version when they are not in memory yet.
+        """
+        if self._file.in_memory:
+            return False
+        run = read_run(self.path, current.partition(":")[0])
+        if run is None or not run.writing or run.base != self.version:
+            return False
+        if not self._loaded or self._built != self.version:
+            self._rebuild()
+        return True
 
     def _count(self) -> int:
         with self._db() as db:

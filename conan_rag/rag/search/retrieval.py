@@ -325,6 +325,8 @@ def _mixed_hits(
     if not fused:
         return []
     order = [i for i, _ in fused]
+    if options.where is None:  # no filter drops any: only the best max(n, k) are kept
+        order = order[: max(n, options.k)]
     got = store.get(order, ("texts", "metadatas", "vectors"), where=options.where)
     position = {i: p for p, i in enumerate(got.ids)}
     kept = [i for i in order if i in position][: max(n, options.k)]  # the filter may drop some

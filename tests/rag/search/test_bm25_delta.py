@@ -72,5 +72,5 @@ def test_a_delta_finds_what_a_rebuild_finds_and_never_a_deleted_chunk() -> None:
 
 
 def test_the_delta_limit_is_a_share_above_a_floor() -> None:
-    assert delta_limit(19_999) == 0 and delta_limit(20_000) == 1_000
+    assert delta_limit(1_999) == 0 and delta_limit(20_000) == 1_000
     assert delta_limit(100, share=0.25, floor=10) == 25

@@ -512,3 +512,50 @@ def test_over_its_floor_a_write_is_searched_as_a_delta_until_it_passes_its_share
     fresh = _fresh(pipe, tmp_path)
     for query in ("rivers lakes", "marsh reeds", "oxidised tea", "quartz"):
         assert _hits(index, query) == _hits(fresh, query), query
+
+
+def test_a_search_during_a_live_run_answers_as_of_its_start_then_applies_it_by_delta(
+    pipe: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a writer is mid-run, searches neither read its half-written run nor re-sync after
+    each of its writes; once it closes, its chunks are applied by delta."""
+    from conan_rag.rag.ingest.report import IngestReport
+    from conan_rag.rag.ingest.sink import StoreSink
+
+    lexical = RetrievalOptions(k=1, retrieval="lexical")
+    assert pipe.retrieve("Everest", lexical)  # the index is built
+    synced = pipe.lexical.version
+    sink = StoreSink(pipe.store)
+    text = "Quartz is SiO2."
+    meta = {"source": "/elsewhere/quartz.txt", "doc_key": "quartz", "doc_id": "quartz"}
+    sink.upsert(["quartz-0"], pipe.encoder.encode([text]), [text], [meta])  # the run is open
+    reads = Reads(monkeypatch, pipe.store)
+    assert pipe.retrieve("quartz", lexical) == []  # as of the run's start: a committed state
+    assert pipe.retrieve("Everest", lexical)
+    assert reads.records["scan"] == 0 and pipe.lexical.version == synced  # no sync meanwhile
+    sink.finish(IngestReport())
+    assert [h.id for h in pipe.retrieve("quartz", lexical)] == ["quartz-0"]
+    assert reads.records["scan"] == 0  # applied by delta: only the run's chunk was read
+    assert pipe.lexical.is_current(pipe.store)
+
+
+def test_a_run_is_writing_only_while_its_writer_lives_and_has_not_finished_or_failed(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from conan_rag.rag.search.changes import ChangeLog, read_run
+
+    path = tmp_path / "lexical.sqlite"
+    live = ChangeLog(path, "g1", base="b")
+    assert read_run(path, "g1").writing  # type: ignore[union-attr]
+    live.abandon()  # an ingest that failed or was stopped
+    assert not read_run(path, "g1").writing  # type: ignore[union-attr]
+    ChangeLog(path, "g2", base="b").close()
+    assert not read_run(path, "g2").writing  # type: ignore[union-attr]
+    code = "import sys, pathlib; from conan_rag.rag.search.changes import ChangeLog; "
+    code += "ChangeLog(pathlib.Path(sys.argv[1]), 'g3', base='b')"  # then the process ends
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=300)
+    run = read_run(path, "g3")
+    assert run is not None and not run.closed and not run.writing  # its writer is gone
