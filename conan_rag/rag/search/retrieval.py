@@ -240,11 +240,8 @@ def retrieve_many(
         wide = options.replace(reranker=None, k=max(options.k, options.rerank_top))
         found = retrieve_many(store, encoder, queries, wide, show_progress, lexical)
         return [_reranked(q, hits, options) for q, hits in zip(queries, found, strict=True)]
-    count = store.count()
-    if count == 0:
-        return [[] for _ in queries]
-    vectors = encoder.encode(queries, kind="query", show_progress=show_progress)
-    if options.retrieval != "dense":
+    mixed = options.retrieval != "dense"
+    if mixed:
         if lexical is None:
             raise ConanConfigError(
                 f"retrieval={options.retrieval!r} needs the store's lexical index; search "
@@ -254,6 +251,11 @@ def retrieve_many(
                 value=options.retrieval,
             )
         lexical.ensure(store)
+    count = len(lexical) if mixed and lexical is not None else store.count()  # in step with it
+    if count == 0:
+        return [[] for _ in queries]
+    vectors = encoder.encode(queries, kind="query", show_progress=show_progress)
+    if mixed and lexical is not None:
         return [
             _mixed_hits(store, lexical, text, vector, options, count)
             for text, vector in zip(queries, vectors, strict=True)
