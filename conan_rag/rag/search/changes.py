@@ -125,7 +125,11 @@ class ChangeLog:
 
 
 def _alive(host: str | None, pid: int | None) -> bool:
-    """Whether process ``pid`` of ``host`` runs (only this machine's can be checked)."""
+    """Whether process ``pid`` of ``host`` runs (only this machine's can be checked).
+
+    A dead writer's pid taken by another process reads as alive: its run's changes then wait
+    for the next conan-rag write to the collection (a new run), which syncs them.
+    """
     if host != socket.gethostname() or pid is None:
         return False
     try:
