@@ -559,3 +559,42 @@ def test_a_run_is_writing_only_while_its_writer_lives_and_has_not_finished_or_fa
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=300)
     run = read_run(path, "g3")
     assert run is not None and not run.closed and not run.writing  # its writer is gone
+
+
+def test_two_machines_on_one_chroma_server_each_keep_an_index_that_follows_the_other(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each machine's index lives in its own user cache; B sees A's ingest at its next search,
+    re-tokenizing only the chunks A wrote (B reads every chunk's text: it has no run notes)."""
+    from conan_rag.rag.search import lexical_index
+
+    url = str(request.getfixturevalue("server_url"))  # a real `chroma run` server
+    encoder = conan_rag.load_encoder(MINILM, device="cpu", dtype="float32")
+    name = f"two-machines-{tmp_path.name[-12:]}"
+    machines = {}
+    for machine in ("a", "b"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"cache-{machine}"))
+        machines[machine] = Pipeline(encoder, url=url, collection=name)
+    a, b = machines["a"], machines["b"]
+    assert a.lexical_path != b.lexical_path
+    docs = tmp_path / "docs"
+    _write(docs, FILES)
+    a.ingest([docs])
+    lexical = RetrievalOptions(k=1, retrieval="lexical")
+    assert [h.id for h in b.retrieve("XJ-4471", lexical)] == [
+        h.id for h in a.retrieve("XJ-4471", lexical)
+    ]
+
+    tokenized: list[int] = []
+    real = lexical_index.lexical_tokens_many
+    monkeypatch.setattr(
+        lexical_index,
+        "lexical_tokens_many",
+        lambda texts: tokenized.append(len(texts)) or real(texts),
+    )
+    _write(docs, {"quartz.txt": "Quartz is SiO2."})
+    a.ingest([docs])  # machine A writes one chunk
+    tokenized.clear()
+    assert b.retrieve("quartz", lexical)[0].metadata["source"].endswith("quartz.txt")
+    assert sum(tokenized) == 1  # B re-tokenized only A's new chunk
+    assert b.lexical.tokens() == a.lexical.tokens() == _fresh(a, tmp_path).tokens()
